@@ -80,7 +80,10 @@ impl AddrBlock {
     /// Adds `127.N.0.host/32` to `lo` (idempotent) and returns it.
     pub fn add(&self, host: u8) -> anyhow::Result<Ipv4Addr> {
         let ip = self.ip(host);
-        let mut added = self.added.lock().expect("address list lock poisoned by a panic");
+        let mut added = self
+            .added
+            .lock()
+            .expect("address list lock poisoned by a panic");
         if added.contains(&ip) {
             return Ok(ip);
         }
@@ -123,7 +126,9 @@ impl AddrBlock {
                     && (cmdline.contains(&block_arg) || cmdline.contains("cutover-e2e"));
                 if ours {
                     tracing::warn!(pid, "killing leftover process of a crashed test");
-                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
                 }
             }
             let _ = fs::remove_file(&self.pids_path);
@@ -141,7 +146,10 @@ impl AddrBlock {
 impl Drop for AddrBlock {
     fn drop(&mut self) {
         let added = std::mem::take(
-            &mut *self.added.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            &mut *self
+                .added
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         for ip in added {
             del_addr(ip);

@@ -174,8 +174,15 @@ pub struct DigAnswer {
 /// Asks `server:53` for `name`/`rtype` with `dig` (recursion desired).
 pub async fn query(server: Ipv4Addr, name: &str, rtype: &str) -> anyhow::Result<DigAnswer> {
     let mut cmd = tokio::process::Command::new("dig");
-    cmd.arg(format!("@{server}"))
-        .args([name, rtype, "+tries=1", "+time=2", "+noall", "+answer", "+comments"]);
+    cmd.arg(format!("@{server}")).args([
+        name,
+        rtype,
+        "+tries=1",
+        "+time=2",
+        "+noall",
+        "+answer",
+        "+comments",
+    ]);
     let out = run(cmd, Duration::from_secs(10)).await?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

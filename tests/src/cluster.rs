@@ -246,10 +246,7 @@ pub async fn build_infra(block: &AddrBlock, dir: &Path, ttl: u32) -> anyhow::Res
     let new_ip = block.add(11)?;
     let ca = TestCa::new()?;
     let ca_file = ca.write_pem(&dir.join("ca.pem"))?;
-    let leaf = ca.issue(
-        &[SITE_HOST],
-        &[IpAddr::V4(old_ip), IpAddr::V4(new_ip)],
-    )?;
+    let leaf = ca.issue(&[SITE_HOST], &[IpAddr::V4(old_ip), IpAddr::V4(new_ip)])?;
     let tls = leaf.server_config(&[b"h2", b"http/1.1"])?;
     // Both sites on one port, so one URL works pinned to either address.
     let (old, new, site_port) = {
@@ -265,12 +262,18 @@ pub async fn build_infra(block: &AddrBlock, dir: &Path, ttl: u32) -> anyhow::Res
             let port = old.addr().port();
             drop(old);
             let base = format!("https://{SITE_HOST}:{port}");
-            let old = Registry::start(SocketAddr::new(old_ip.into(), port), &base, tls.clone()).await;
-            let new = Registry::start(SocketAddr::new(new_ip.into(), port), &base, tls.clone()).await;
+            let old =
+                Registry::start(SocketAddr::new(old_ip.into(), port), &base, tls.clone()).await;
+            let new =
+                Registry::start(SocketAddr::new(new_ip.into(), port), &base, tls.clone()).await;
             match (old, new) {
                 (Ok(o), Ok(n)) => break (o, n, port),
                 (o, n) if attempt >= 5 => {
-                    bail!("could not bind both sites on one port: {:?} {:?}", o.err(), n.err())
+                    bail!(
+                        "could not bind both sites on one port: {:?} {:?}",
+                        o.err(),
+                        n.err()
+                    )
                 }
                 _ => continue,
             }
@@ -477,7 +480,9 @@ impl Coordinator {
 
     /// Scraped and parsed `/metrics`.
     pub async fn metrics(&self) -> anyhow::Result<Vec<Sample>> {
-        Ok(crate::prom::parse(&crate::prom::scrape(self.metrics).await?))
+        Ok(crate::prom::parse(
+            &crate::prom::scrape(self.metrics).await?,
+        ))
     }
 
     /// `data_dir/cutover.db`.
@@ -584,7 +589,13 @@ size = {size}
         tls = c(checks::TLS, "tls", both, every, jitter),
         elm = c(checks::ELM_PACKAGE, "elm_package", both, every, jitter),
         download = c(checks::DOWNLOAD, "download", both, every, jitter),
-        consistency = c(checks::CONSISTENCY, "registry_consistency", both, every, jitter),
+        consistency = c(
+            checks::CONSISTENCY,
+            "registry_consistency",
+            both,
+            every,
+            jitter
+        ),
     )
 }
 

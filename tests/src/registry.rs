@@ -534,7 +534,11 @@ pub fn corrupt(bytes: &mut [u8]) {
 }
 
 fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    with_type(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    with_type(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 fn html(body: &str) -> Response<Full<Bytes>> {
@@ -589,7 +593,6 @@ fn gzip_response(resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
         Err(_) => Response::from_parts(parts, Full::new(bytes)),
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -105,7 +105,9 @@ impl TestCa {
     /// A rustls client config trusting only this CA.
     pub fn client_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der()).context("adding test CA to root store")?;
+        roots
+            .add(self.der())
+            .context("adding test CA to root store")?;
         let mut cfg = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

@@ -19,9 +19,13 @@ async fn fixture() -> Fixture {
     let ca = TestCa::new().unwrap();
     let leaf = ca.issue(&[HOST], &[]).unwrap();
     let tls = leaf.server_config(&[b"h2", b"http/1.1"]).unwrap();
-    let reg = Registry::start("127.0.0.1:0".parse().unwrap(), "https://package.elm.test:1", tls)
-        .await
-        .unwrap();
+    let reg = Registry::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "https://package.elm.test:1",
+        tls,
+    )
+    .await
+    .unwrap();
     Fixture {
         reg,
         client: ca.client_config(&[b"http/1.1"]).unwrap(),
@@ -61,10 +65,14 @@ fn rule_406_matches_the_real_server() {
 async fn answers_406_over_the_wire_and_gzips_when_asked() {
     let f = fixture().await;
     let bare = Req::get(HOST, "/all-packages");
-    let r = send_tls(f.reg.addr(), f.client.clone(), &bare).await.unwrap();
+    let r = send_tls(f.reg.addr(), f.client.clone(), &bare)
+        .await
+        .unwrap();
     assert_eq!(r.status, 406);
     let curl = Req::get(HOST, "/all-packages").header("user-agent", "curl/8");
-    let r = send_tls(f.reg.addr(), f.client.clone(), &curl).await.unwrap();
+    let r = send_tls(f.reg.addr(), f.client.clone(), &curl)
+        .await
+        .unwrap();
     assert_eq!(r.status, 406);
     let curl_gzip = curl.clone().header("accept-encoding", "gzip");
     let r = send_tls(f.reg.addr(), f.client.clone(), &curl_gzip)
@@ -93,7 +101,9 @@ async fn endpoints_follow_registry_md() {
         .method("POST")
         .header("user-agent", UA)
         .header("accept-encoding", "gzip");
-    let r = send_tls(f.reg.addr(), f.client.clone(), &post).await.unwrap();
+    let r = send_tls(f.reg.addr(), f.client.clone(), &post)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&r.decoded().unwrap()).unwrap(),
@@ -101,7 +111,10 @@ async fn endpoints_follow_registry_md() {
     );
     let total = RELEASES.len();
     let since = f.json(&format!("/all-packages/since/{}", total - 2)).await;
-    assert_eq!(since, serde_json::json!(["elm/core@1.0.5", "elm/core@1.0.4"]));
+    assert_eq!(
+        since,
+        serde_json::json!(["elm/core@1.0.5", "elm/core@1.0.4"])
+    );
     assert_eq!(
         f.json(&format!("/all-packages/since/{total}")).await,
         serde_json::json!([])
@@ -121,7 +134,9 @@ async fn endpoints_follow_registry_md() {
 async fn endpoint_hash_is_sha1_of_the_archive_as_downloaded() {
     let f = fixture().await;
     for (pkg, ver, _) in RELEASES {
-        let ep = f.json(&format!("/packages/{pkg}/{ver}/endpoint.json")).await;
+        let ep = f
+            .json(&format!("/packages/{pkg}/{ver}/endpoint.json"))
+            .await;
         let url = ep["url"].as_str().unwrap();
         let path = url.strip_prefix("https://package.elm.test:1").unwrap();
         let archive = f.get(path).await;
@@ -129,7 +144,11 @@ async fn endpoint_hash_is_sha1_of_the_archive_as_downloaded() {
         // Served gzipped because we asked; the hash is over the decoded bytes.
         assert_eq!(archive.header("content-encoding"), Some("gzip"));
         let bytes = archive.decoded().unwrap();
-        assert_eq!(ep["hash"].as_str().unwrap(), sha1_hex(&bytes), "{pkg}@{ver}");
+        assert_eq!(
+            ep["hash"].as_str().unwrap(),
+            sha1_hex(&bytes),
+            "{pkg}@{ver}"
+        );
         assert_eq!(ep["hash"].as_str().unwrap().len(), 40);
     }
 }
@@ -230,7 +249,11 @@ async fn down_closes_connections_until_up_again() {
     let req = Req::get(HOST, "/")
         .header("user-agent", UA)
         .header("accept-encoding", "gzip");
-    assert!(send_tls(f.reg.addr(), f.client.clone(), &req).await.is_err());
+    assert!(
+        send_tls(f.reg.addr(), f.client.clone(), &req)
+            .await
+            .is_err()
+    );
     f.reg.set_down(false);
     assert_eq!(f.get("/").await.status, 200);
     let seen = f.reg.seen();
