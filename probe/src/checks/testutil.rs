@@ -1,0 +1,253 @@
+//! Test helpers: a private CA (rcgen), a tiny HTTP(S) server on 127.0.0.1 port 0
+//! that records what it was asked (including SNI), and a check context whose
+//! trust store holds only that CA. Tests never leave 127.0.0.0/8.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::RootCertStore;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+use super::{CheckContext, Sites};
+use crate::net::{HttpClient, SystemResolver};
+
+/// A private CA that signs server certificates for test hostnames.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cutover test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    pub fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+
+    /// A server configuration for `names`, valid for `days` from now (negative = expired).
+    pub fn server_config(&self, names: &[&str], days: i64) -> Arc<rustls::ServerConfig> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let now = unix_now();
+        // rcgen takes `time` dates; build them from a fixed epoch so the tests
+        // need no direct dependency on the `time` crate.
+        let epoch_1975 = rcgen::date_time_ymd(1975, 1, 1);
+        let at = |secs: i64| epoch_1975 + Duration::from_secs((secs - 157_766_400) as u64);
+        params.not_before = at(now - 2 * 86_400);
+        params.not_after = at(now + days * 86_400);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let chain = vec![cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub sni: Option<String>,
+}
+
+/// A canned answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    /// The body gzip-compressed, with `Content-Encoding: gzip`.
+    pub fn gzip(body: &[u8]) -> Self {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(body).unwrap();
+        Self::ok(enc.finish().unwrap()).header("content-encoding", "gzip")
+    }
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A running test server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TestServer {
+    /// Serves `handler` on 127.0.0.1:0, over TLS when `tls` is given.
+    pub async fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_on("127.0.0.1:0", tls, handler).await
+    }
+
+    pub async fn start_on(
+        bind: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler: Handler = Arc::new(handler);
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let seen = seen2.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(stream) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await
+                            else {
+                                return;
+                            };
+                            let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                            serve(TokioIo::new(stream), sni, handler, seen).await;
+                        }
+                        None => serve(TokioIo::new(tcp), None, handler, seen).await,
+                    }
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve<IO>(io: IO, sni: Option<String>, handler: Handler, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        let seen = seen.clone();
+        let sni = sni.clone();
+        async move {
+            let info = Seen {
+                method: req.method().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect(),
+                sni,
+            };
+            let _ = req.into_body().collect().await;
+            // A little latency so every phase is measurably > 0.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let reply = handler(&info);
+            seen.lock().unwrap().push(info);
+            let mut resp = hyper::Response::builder().status(reply.status);
+            for (k, v) in &reply.headers {
+                resp = resp.header(k, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp.body(Full::new(reply.body)).unwrap())
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
+}
+
+/// A check context trusting only `roots`, with the given sites. The resolver
+/// points at `resolver` (a port-0 test server), or at a closed loopback port.
+pub fn context(roots: RootCertStore, sites: Sites, resolver: Option<SocketAddr>) -> CheckContext {
+    let resolver =
+        SystemResolver::with_server(resolver.unwrap_or_else(|| "127.0.0.1:9".parse().unwrap()))
+            .unwrap();
+    CheckContext {
+        http: HttpClient::new(roots, resolver).unwrap(),
+        sites,
+        authoritative_port: 53,
+        dns_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Sites pinned to loopback addresses.
+pub fn sites(old: &str, new: &str) -> Sites {
+    Sites {
+        old: vec![old.parse().unwrap()],
+        new: vec![new.parse().unwrap()],
+    }
+}

@@ -1,0 +1,29 @@
+//! `cutover-probe`: a small process run by volunteers that connects out to the
+//! coordinator, runs the checks it is assigned against the old and the new site,
+//! and reports every result over one gRPC stream until it is acknowledged.
+//!
+//! The path of a result: [`session`] receives an `Assignment` and hands it to
+//! [`scheduler`], which runs each check ([`checks`]) on its interval using the
+//! hand-timed HTTP client and the DNS helpers in [`net`]; each result gets its
+//! sequence number in [`outbox`], which keeps it until the coordinator acks it.
+
+pub mod backoff;
+pub mod checks;
+pub mod config;
+pub mod net;
+pub mod outbox;
+//M pub mod run;
+//M pub mod scheduler;
+//M pub mod session;
+//M pub mod shutdown;
+pub mod trust;
+
+pub use config::{Cli, Config};
+//M pub use run::{RunError, run};
+
+/// Version reported in `Hello` and in the `User-Agent` of every check request.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `User-Agent` sent with every check request. The Elm registry answers 406 to
+/// requests without one (see REGISTRY.md), and operators can spot probes in logs.
+pub const USER_AGENT: &str = concat!("cutover-probe/", env!("CARGO_PKG_VERSION"));
