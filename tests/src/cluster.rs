@@ -157,10 +157,16 @@ impl World {
             block,
         };
         if world.opts.start_probes {
-            world.coordinator.start(&world.block).await?;
-            world.start_probes().await?;
+            world.start().await?;
         }
         Ok(world)
+    }
+
+    /// Starts the coordinator, then enrols and starts the probes (for worlds
+    /// built with `start_probes: false`, e.g. to set fault knobs first).
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        self.coordinator.start(&self.block).await?;
+        self.start_probes().await
     }
 
     /// The test's temp dir.
@@ -508,6 +514,14 @@ pub fn parse_enrol(stdout: &str) -> Option<(Option<String>, String)> {
             id = Some(v);
         }
     }
+    // The paste-ready command line: `cutover-probe … --token X …`.
+    let token = token.or_else(|| {
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "--token")?;
+        words
+            .get(i + 1)
+            .map(|w| w.trim_matches(['"', '\'']).to_owned())
+    });
     let token = token.or_else(|| {
         let last = stdout.lines().rev().find(|l| !l.trim().is_empty())?;
         let words: Vec<&str> = last.split_whitespace().collect();
@@ -731,6 +745,63 @@ pub fn check_status<'a>(
         .find(|c| c.check_id == check && c.target == target)
 }
 
+/// `cutover_*` samples carrying these exact `check`, `target` and `region` labels.
+pub fn samples_for<'a>(
+    samples: &'a [Sample],
+    check: &str,
+    target: &str,
+    region: &str,
+) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("cutover_")
+                && s.has(&[("check", check), ("target", target), ("region", region)])
+        })
+        .collect()
+}
+
+/// Waits until every (region, check, target) has at least `min` samples in
+/// `cutover status`; returns that reply.
+pub async fn wait_all_reported(
+    world: &mut World,
+    min: u64,
+    deadline: Duration,
+) -> anyhow::Result<StatusReply> {
+    let admin = world.coordinator.admin;
+    let token = world.coordinator.admin_token()?;
+    crate::poll::until(
+        "every check to report for every region and target",
+        deadline,
+        || {
+            let alive = world.ensure_running();
+            let token = token.clone();
+            async move {
+                alive?;
+                let st = crate::admin::status(admin, &token).await?;
+                let mut missing = Vec::new();
+                for region in REGIONS {
+                    for (check, _, targets) in checks::ALL {
+                        for target in targets {
+                            let n =
+                                check_status(&st, region, check, target).map_or(0, |c| c.samples);
+                            if n < min {
+                                missing.push(format!("{region}/{check}/{target}={n}"));
+                            }
+                        }
+                    }
+                }
+                if missing.is_empty() {
+                    Ok(Some(st))
+                } else {
+                    bail!("too few samples: {}", missing.join(", "))
+                }
+            }
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_enrol;
@@ -743,5 +814,11 @@ mod tests {
         );
         assert_eq!(parse_enrol("abc123\n"), Some((None, "abc123".into())));
         assert_eq!(parse_enrol("nothing useful here\n"), None);
+        assert_eq!(
+            parse_enrol(
+                "enrolled p-2\nrun: cutover-probe --coordinator https://c:7443 --token t0k --region us\n"
+            ),
+            Some((None, "t0k".into()))
+        );
     }
 }

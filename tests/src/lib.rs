@@ -19,6 +19,7 @@ pub mod poll;
 pub mod procs;
 pub mod prom;
 pub mod registry;
+pub mod store;
 pub mod tls;
 pub mod unbound;
 

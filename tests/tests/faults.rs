@@ -1,0 +1,108 @@
+//! Faults on the new site show up where an operator looks, for target new only.
+
+use std::time::Duration;
+
+use cutover_e2e::cluster::{
+    Options, REGIONS, World, check_status, checks, samples_for, wait_all_reported,
+};
+
+async fn world_with(new_faults: impl FnOnce(&World)) -> World {
+    let mut world = World::build(Options {
+        start_probes: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    new_faults(&world);
+    world.start().await.unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    world
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_archives_on_new_are_hard_failures_for_new_only() {
+    let mut world = world_with(|w| w.infra.new.set_corrupt_archives(true)).await;
+    let st = wait_all_reported(&mut world, 3, Duration::from_secs(90))
+        .await
+        .unwrap();
+    for region in REGIONS {
+        let new = check_status(&st, region, checks::ELM_PACKAGE, "new").unwrap();
+        assert!(
+            new.hard_failures >= 1,
+            "{region}: no hard failure on new: {new:?}"
+        );
+        let err = new.last_error.to_ascii_lowercase();
+        assert!(
+            err.contains("hash") || err.contains("sha"),
+            "{region}: the error does not say the hash is wrong: {:?}",
+            new.last_error
+        );
+        let old = check_status(&st, region, checks::ELM_PACKAGE, "old").unwrap();
+        assert_eq!(
+            (old.failures, old.hard_failures),
+            (0, 0),
+            "{region}: old is healthy but reported {old:?}"
+        );
+    }
+
+    let samples = world.coordinator.metrics().await.unwrap();
+    let is_hard = |s: &&cutover_e2e::prom::Sample| {
+        s.value > 0.0
+            && (s.label("outcome").is_some_and(|o| o.contains("hard"))
+                || s.labels.values().any(|v| v == "hash_mismatch"))
+    };
+    for region in REGIONS {
+        let new = samples_for(&samples, checks::ELM_PACKAGE, "new", region);
+        assert!(
+            new.iter().any(is_hard),
+            "{region}: no hard-failure / hash_mismatch sample for target new in /metrics: {new:?}"
+        );
+        let old = samples_for(&samples, checks::ELM_PACKAGE, "old", region);
+        assert!(
+            !old.iter().any(is_hard),
+            "{region}: hard failures counted for target old: {old:?}"
+        );
+    }
+
+    let out = world.coordinator.cli(&["status"]).await.unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.contains("hash") || text.contains("hard"),
+        "`cutover status` does not show the hash failures:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_releases_on_new_fail_consistency_and_are_named() {
+    let mut world = world_with(|w| w.infra.new.set_missing(["elm/json@1.1.3"])).await;
+    let st = wait_all_reported(&mut world, 3, Duration::from_secs(90))
+        .await
+        .unwrap();
+    for region in REGIONS {
+        let failing: Vec<_> = ["old", "new"]
+            .iter()
+            .filter_map(|t| check_status(&st, region, checks::CONSISTENCY, t))
+            .filter(|c| c.failures + c.hard_failures > 0)
+            .collect();
+        assert!(
+            !failing.is_empty(),
+            "{region}: registry_consistency does not fail with a release missing on new"
+        );
+        for c in &failing {
+            assert!(
+                c.last_error.contains("elm/json@1.1.3"),
+                "{region}/{}: the error does not name the missing release: {:?}",
+                c.target,
+                c.last_error
+            );
+        }
+        // The release that is present still installs from new.
+        let install = check_status(&st, region, checks::ELM_PACKAGE, "new").unwrap();
+        assert_eq!(
+            (install.failures, install.hard_failures),
+            (0, 0),
+            "{install:?}"
+        );
+    }
+}
