@@ -143,6 +143,16 @@ impl Registry {
         let listener = TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding stand-in registry on {bind}"))?;
+        Self::serve(listener, base_url, tls)
+    }
+
+    /// Serves on an already bound listener (so callers can choose ports
+    /// without a bind race).
+    pub fn serve(
+        listener: TcpListener,
+        base_url: &str,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             base_url: base_url.trim_end_matches('/').to_owned(),
