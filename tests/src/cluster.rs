@@ -709,9 +709,18 @@ pub fn probe_command(
         .arg(ca_file)
         .env("SSL_CERT_FILE", ca_file)
         .env("RUST_LOG", "info")
-        // The probe is configured by flags alone here.
-        .env_remove("CUTOVER_TOKEN")
-        .env_remove("CUTOVER_COORDINATOR");
+        .env("RUST_BACKTRACE", "1");
+    // The probe is configured by flags alone here.
+    for var in [
+        "CUTOVER_TOKEN",
+        "CUTOVER_COORDINATOR",
+        "CUTOVER_REGION",
+        "CUTOVER_RESOLVER",
+        "CUTOVER_CA_FILE",
+        "CUTOVER_PROBE_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
     if let Some(r) = resolver {
         cmd.args(["--resolver", &format!("{r}:53")]);
     }

@@ -16,7 +16,11 @@ use cutover_e2e::registry::sha1_hex;
 async fn dns_caching_sites_and_cleanup() {
     cutover_e2e::init();
     let block = AddrBlock::acquire().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    // The prefix lets a later owner of the block recognise leftovers.
+    let dir = tempfile::Builder::new()
+        .prefix("cutover-e2e-harness-")
+        .tempdir()
+        .unwrap();
     let ttl = 4;
     let infra = build_infra(&block, dir.path(), ttl).await.unwrap();
     let old_ip = block.ip(10);
