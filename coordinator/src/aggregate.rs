@@ -1,0 +1,587 @@
+//! Sliding windows of probe evidence, keyed by (check, target, region).
+//!
+//! Each series keeps one bucket per second for the last `window` seconds:
+//! samples, failures, hard failures, the probes seen, a log-scale latency
+//! histogram and the latest error. DNS results additionally keep, per
+//! (check, region), the latest answer class of each probe's **system**
+//! resolver — the share of probes answered with the new address is the
+//! per-region propagation figure. Pure data structure: no I/O, no clock
+//! (callers pass `now_ms`), no gRPC types other than the decoded results.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use cutover_proto::v1;
+
+/// Latency histogram resolution: 4 buckets per doubling, from 1 µs up to ~2^32 µs.
+const HIST_PER_OCTAVE: f64 = 4.0;
+const HIST_BUCKETS: usize = 128;
+
+/// Series key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Check id.
+    pub check: String,
+    /// `old`, `new`, `dns`.
+    pub target: &'static str,
+    /// Region of the probe.
+    pub region: String,
+}
+
+/// Figures of one series over the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesStats {
+    /// Which series.
+    pub key: SeriesKey,
+    /// Results in the window.
+    pub samples: u64,
+    /// Results that failed (hard failures included).
+    pub failures: u64,
+    /// Hard failures (corruption).
+    pub hard_failures: u64,
+    /// Distinct probes that reported.
+    pub probes: u32,
+    /// Median duration of successful results, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile duration of successful results, milliseconds.
+    pub p95_ms: Option<f64>,
+    /// Latest failure reason in the window (empty if none).
+    pub last_error: String,
+}
+
+impl SeriesStats {
+    /// failures / samples (0 without samples).
+    pub fn error_ratio(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.samples as f64
+        }
+    }
+}
+
+/// DNS propagation in one region for one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsStats {
+    /// Check id.
+    pub check: String,
+    /// Region.
+    pub region: String,
+    /// Probes whose latest system-resolver answer is within the window.
+    pub probes: u32,
+    /// Share pointing at the old site.
+    pub share_old: f64,
+    /// Share pointing at the new site.
+    pub share_new: f64,
+    /// Share with addresses of both.
+    pub share_mixed: f64,
+    /// Share with neither (or no answer).
+    pub share_other: f64,
+    /// Highest remaining TTL among those answers, seconds.
+    pub max_ttl: u32,
+}
+
+/// Everything in the windows at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Per (check, target, region), sorted by key.
+    pub series: Vec<SeriesStats>,
+    /// Per (check, region), sorted.
+    pub dns: Vec<DnsStats>,
+}
+
+struct Bucket {
+    second: i64,
+    samples: u64,
+    failures: u64,
+    hard: u64,
+    probes: HashSet<Arc<str>>,
+    hist: Box<[u32; HIST_BUCKETS]>,
+    last_error: Option<(i64, String)>,
+}
+
+impl Bucket {
+    fn new(second: i64) -> Self {
+        Self {
+            second,
+            samples: 0,
+            failures: 0,
+            hard: 0,
+            probes: HashSet::new(),
+            hist: Box::new([0; HIST_BUCKETS]),
+            last_error: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    /// Ordered by `second`, oldest first.
+    buckets: VecDeque<Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DnsLatest {
+    at_ms: i64,
+    class: v1::AnswerClass,
+    ttl: u32,
+}
+
+/// The windows.
+pub struct Aggregator {
+    window_secs: i64,
+    series: HashMap<SeriesKey, Series>,
+    dns: HashMap<(String, String), HashMap<Arc<str>, DnsLatest>>,
+}
+
+fn hist_index(us: u64) -> usize {
+    let v = (us.max(1) as f64).log2() * HIST_PER_OCTAVE;
+    (v.floor() as usize).min(HIST_BUCKETS - 1)
+}
+
+/// Geometric middle of a histogram bucket, in microseconds.
+fn hist_value_us(index: usize) -> f64 {
+    2f64.powf((index as f64 + 0.5) / HIST_PER_OCTAVE)
+}
+
+fn quantile(hist: &[u64; HIST_BUCKETS], total: u64, q: f64) -> Option<f64> {
+    if total == 0 {
+        return None;
+    }
+    // Nearest-rank: the smallest value with at least q of the samples at or below it.
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, &n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(hist_value_us(i) / 1000.0);
+        }
+    }
+    None
+}
+
+impl Aggregator {
+    /// Windows of `window_secs` seconds (at least 1).
+    pub fn new(window_secs: u32) -> Self {
+        Self {
+            window_secs: i64::from(window_secs.max(1)),
+            series: HashMap::new(),
+            dns: HashMap::new(),
+        }
+    }
+
+    /// Window length in seconds.
+    pub fn window_secs(&self) -> u32 {
+        self.window_secs as u32
+    }
+
+    fn oldest_second(&self, now_ms: i64) -> i64 {
+        now_ms.div_euclid(1000) - self.window_secs + 1
+    }
+
+    /// Folds one result into the windows. `at_ms` is when it happened on the
+    /// coordinator's clock; results older than the window are ignored.
+    pub fn add(
+        &mut self,
+        probe: &Arc<str>,
+        region: &str,
+        at_ms: i64,
+        result: &v1::CheckResult,
+        now_ms: i64,
+    ) {
+        // A probe's clock may run ahead; never put evidence in the future.
+        let at_ms = at_ms.min(now_ms);
+        let second = at_ms.div_euclid(1000);
+        if second < self.oldest_second(now_ms) {
+            return;
+        }
+        let target = result.target().label();
+        let key = SeriesKey {
+            check: result.check_id.clone(),
+            target,
+            region: region.to_string(),
+        };
+        let series = self.series.entry(key).or_default();
+        let pos = series.buckets.iter().rposition(|b| b.second <= second);
+        let bucket = match pos {
+            Some(i) if series.buckets[i].second == second => &mut series.buckets[i],
+            Some(i) => {
+                series.buckets.insert(i + 1, Bucket::new(second));
+                &mut series.buckets[i + 1]
+            }
+            None => {
+                series.buckets.push_front(Bucket::new(second));
+                &mut series.buckets[0]
+            }
+        };
+        bucket.samples += 1;
+        if !bucket.probes.contains(probe) {
+            bucket.probes.insert(probe.clone());
+        }
+        match result.outcome() {
+            v1::Outcome::Success => {
+                bucket.hist[hist_index(result.duration_us)] += 1;
+            }
+            outcome => {
+                bucket.failures += 1;
+                if outcome == v1::Outcome::HardFailure {
+                    bucket.hard += 1;
+                }
+                let newer = bucket.last_error.as_ref().is_none_or(|(t, _)| *t <= at_ms);
+                if newer {
+                    let reason = if result.error.is_empty() {
+                        result.failure().label().to_string()
+                    } else {
+                        result.error.clone()
+                    };
+                    bucket.last_error = Some((at_ms, reason));
+                }
+            }
+        }
+
+        if let Some(v1::check_result::Detail::Dns(dns)) = &result.detail
+            && let Some(answer) = dns
+                .answers
+                .iter()
+                .find(|a| a.kind() == v1::ResolverKind::System)
+        {
+            let probes = self
+                .dns
+                .entry((result.check_id.clone(), region.to_string()))
+                .or_default();
+            let latest = DnsLatest {
+                at_ms,
+                class: answer.class(),
+                ttl: answer.ttl,
+            };
+            match probes.get_mut(probe) {
+                Some(old) if old.at_ms > at_ms => {}
+                Some(old) => *old = latest,
+                None => {
+                    probes.insert(probe.clone(), latest);
+                }
+            }
+        }
+    }
+
+    /// Drops what fell out of the window and summarises the rest.
+    pub fn snapshot(&mut self, now_ms: i64) -> Snapshot {
+        let oldest = self.oldest_second(now_ms);
+        let oldest_ms = oldest * 1000;
+        self.series.retain(|_, s| {
+            while s.buckets.front().is_some_and(|b| b.second < oldest) {
+                s.buckets.pop_front();
+            }
+            !s.buckets.is_empty()
+        });
+        self.dns.retain(|_, probes| {
+            probes.retain(|_, l| l.at_ms >= oldest_ms);
+            !probes.is_empty()
+        });
+
+        let mut series: Vec<SeriesStats> = self
+            .series
+            .iter()
+            .map(|(key, s)| {
+                let mut hist = [0u64; HIST_BUCKETS];
+                let mut probes: HashSet<&Arc<str>> = HashSet::new();
+                let (mut samples, mut failures, mut hard) = (0, 0, 0);
+                let mut last_error: Option<&(i64, String)> = None;
+                for b in &s.buckets {
+                    samples += b.samples;
+                    failures += b.failures;
+                    hard += b.hard;
+                    probes.extend(b.probes.iter());
+                    for (h, &n) in hist.iter_mut().zip(b.hist.iter()) {
+                        *h += u64::from(n);
+                    }
+                    if let Some(e) = &b.last_error
+                        && last_error.is_none_or(|l| l.0 <= e.0)
+                    {
+                        last_error = Some(e);
+                    }
+                }
+                let ok = samples - failures;
+                SeriesStats {
+                    key: key.clone(),
+                    samples,
+                    failures,
+                    hard_failures: hard,
+                    probes: probes.len() as u32,
+                    p50_ms: quantile(&hist, ok, 0.5),
+                    p95_ms: quantile(&hist, ok, 0.95),
+                    last_error: last_error.map(|e| e.1.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        series.sort_by(|a, b| a.key.cmp(&b.key));
+
+        let mut dns: BTreeMap<(String, String), DnsStats> = BTreeMap::new();
+        for ((check, region), probes) in &self.dns {
+            let n = probes.len() as f64;
+            let count = |c: &[v1::AnswerClass]| {
+                probes.values().filter(|l| c.contains(&l.class)).count() as f64 / n
+            };
+            dns.insert(
+                (check.clone(), region.clone()),
+                DnsStats {
+                    check: check.clone(),
+                    region: region.clone(),
+                    probes: probes.len() as u32,
+                    share_old: count(&[v1::AnswerClass::Old]),
+                    share_new: count(&[v1::AnswerClass::New]),
+                    share_mixed: count(&[v1::AnswerClass::Mixed]),
+                    share_other: count(&[v1::AnswerClass::Other, v1::AnswerClass::Unspecified]),
+                    max_ttl: probes.values().map(|l| l.ttl).max().unwrap_or(0),
+                },
+            );
+        }
+        Snapshot {
+            series,
+            dns: dns.into_values().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn result(check: &str, target: v1::Target, outcome: v1::Outcome, ms: u64) -> v1::CheckResult {
+        v1::CheckResult {
+            check_id: check.into(),
+            target: target as i32,
+            outcome: outcome as i32,
+            duration_us: ms * 1000,
+            error: if outcome == v1::Outcome::Success {
+                String::new()
+            } else {
+                format!("failed after {ms} ms")
+            },
+            ..Default::default()
+        }
+    }
+
+    fn dns(class: v1::AnswerClass, ttl: u32, system: bool) -> v1::CheckResult {
+        let mut r = result("www", v1::Target::Dns, v1::Outcome::Success, 3);
+        r.detail = Some(v1::check_result::Detail::Dns(v1::DnsDetail {
+            name: "elm-lang.org".into(),
+            answers: vec![
+                v1::ResolverAnswer {
+                    kind: if system {
+                        v1::ResolverKind::System
+                    } else {
+                        v1::ResolverKind::Listed
+                    } as i32,
+                    class: class as i32,
+                    ttl,
+                    ..Default::default()
+                },
+                // A listed resolver answering something else must not count.
+                v1::ResolverAnswer {
+                    kind: v1::ResolverKind::Listed as i32,
+                    class: v1::AnswerClass::Other as i32,
+                    ttl: 9999,
+                    ..Default::default()
+                },
+            ],
+        }));
+        r
+    }
+
+    fn probe(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    #[test]
+    fn counts_failures_probes_and_quantiles() {
+        let mut a = Aggregator::new(60);
+        let (p1, p2) = (probe("asia-1"), probe("asia-2"));
+        for i in 1..=100u64 {
+            let p = if i % 2 == 0 { &p1 } else { &p2 };
+            a.add(
+                p,
+                "asia",
+                NOW - 1000,
+                &result("home", v1::Target::New, v1::Outcome::Success, i),
+                NOW,
+            );
+        }
+        a.add(
+            &p1,
+            "asia",
+            NOW - 2000,
+            &result("home", v1::Target::New, v1::Outcome::Failure, 5),
+            NOW,
+        );
+        a.add(
+            &p1,
+            "asia",
+            NOW - 500,
+            &result("home", v1::Target::New, v1::Outcome::HardFailure, 7),
+            NOW,
+        );
+        a.add(
+            &p1,
+            "us",
+            NOW,
+            &result("home", v1::Target::Old, v1::Outcome::Success, 1),
+            NOW,
+        );
+
+        let s = a.snapshot(NOW);
+        assert_eq!(s.series.len(), 2);
+        let asia = &s.series[0];
+        assert_eq!(asia.key.region, "asia");
+        assert_eq!(asia.key.target, "new");
+        assert_eq!(
+            (asia.samples, asia.failures, asia.hard_failures, asia.probes),
+            (102, 2, 1, 2)
+        );
+        assert_eq!(
+            asia.last_error, "failed after 7 ms",
+            "the newest error wins"
+        );
+        let p50 = asia.p50_ms.unwrap();
+        let p95 = asia.p95_ms.unwrap();
+        // Log buckets are accurate to about ±10 %.
+        assert!((45.0..=56.0).contains(&p50), "p50 {p50}");
+        assert!((86.0..=105.0).contains(&p95), "p95 {p95}");
+        assert!((asia.error_ratio() - 2.0 / 102.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn window_slides_and_old_results_are_ignored() {
+        let mut a = Aggregator::new(10);
+        let p = probe("p");
+        a.add(
+            &p,
+            "eu",
+            NOW - 9_000,
+            &result("c", v1::Target::Old, v1::Outcome::Failure, 1),
+            NOW,
+        );
+        a.add(
+            &p,
+            "eu",
+            NOW - 1_000,
+            &result("c", v1::Target::Old, v1::Outcome::Success, 1),
+            NOW,
+        );
+        // Too old to count: outside the window already.
+        a.add(
+            &p,
+            "eu",
+            NOW - 60_000,
+            &result("c", v1::Target::Old, v1::Outcome::Failure, 1),
+            NOW,
+        );
+        // From the future (clock skew): counted now.
+        a.add(
+            &p,
+            "eu",
+            NOW + 5_000,
+            &result("c", v1::Target::Old, v1::Outcome::Success, 1),
+            NOW,
+        );
+        let s = a.snapshot(NOW);
+        assert_eq!((s.series[0].samples, s.series[0].failures), (3, 1));
+
+        let s = a.snapshot(NOW + 2_000);
+        assert_eq!((s.series[0].samples, s.series[0].failures), (2, 0));
+        assert_eq!(s.series[0].last_error, "");
+
+        let s = a.snapshot(NOW + 60_000);
+        assert!(s.series.is_empty(), "empty series are dropped");
+    }
+
+    #[test]
+    fn dns_shares_use_the_latest_system_answer_per_probe() {
+        let mut a = Aggregator::new(60);
+        let (p1, p2, p3, p4) = (probe("1"), probe("2"), probe("3"), probe("4"));
+        a.add(
+            &p1,
+            "asia",
+            NOW - 5000,
+            &dns(v1::AnswerClass::Old, 300, true),
+            NOW,
+        );
+        // p1 later sees the new address: only the latest counts.
+        a.add(
+            &p1,
+            "asia",
+            NOW - 1000,
+            &dns(v1::AnswerClass::New, 120, true),
+            NOW,
+        );
+        // An older answer arriving late does not overwrite a newer one.
+        a.add(
+            &p1,
+            "asia",
+            NOW - 3000,
+            &dns(v1::AnswerClass::Old, 250, true),
+            NOW,
+        );
+        a.add(
+            &p2,
+            "asia",
+            NOW - 1000,
+            &dns(v1::AnswerClass::Old, 200, true),
+            NOW,
+        );
+        a.add(
+            &p3,
+            "asia",
+            NOW - 1000,
+            &dns(v1::AnswerClass::Mixed, 50, true),
+            NOW,
+        );
+        a.add(
+            &p4,
+            "asia",
+            NOW - 1000,
+            &dns(v1::AnswerClass::New, 10, true),
+            NOW,
+        );
+        // Answers without a system resolver do not vote.
+        a.add(
+            &p4,
+            "us",
+            NOW - 1000,
+            &dns(v1::AnswerClass::Old, 10, false),
+            NOW,
+        );
+
+        let s = a.snapshot(NOW);
+        assert_eq!(s.dns.len(), 1, "{:?}", s.dns);
+        let d = &s.dns[0];
+        assert_eq!(
+            (d.check.as_str(), d.region.as_str(), d.probes),
+            ("www", "asia", 4)
+        );
+        assert_eq!(
+            (d.share_old, d.share_new, d.share_mixed, d.share_other),
+            (0.25, 0.5, 0.25, 0.0)
+        );
+        assert_eq!(d.max_ttl, 200);
+        // The dns results still count as samples of the (www, dns, region) series.
+        assert_eq!(s.series.iter().map(|x| x.samples).sum::<u64>(), 7);
+
+        let s = a.snapshot(NOW + 61_000);
+        assert!(s.dns.is_empty());
+    }
+
+    #[test]
+    fn histogram_buckets_are_monotonic() {
+        let mut last = 0;
+        for us in [1, 10, 100, 1_000, 10_000, 1_000_000, 60_000_000] {
+            let i = hist_index(us);
+            assert!(i >= last);
+            last = i;
+            let v = hist_value_us(i);
+            assert!((v / us as f64 - 1.0).abs() < 0.2, "{us} -> {v}");
+        }
+    }
+}

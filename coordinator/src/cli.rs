@@ -1,0 +1,564 @@
+//! The `cutover` command line: `serve` plus the operator commands that talk to
+//! the admin service (`status`, `probes`, `probe enrol`, `probe revoke`).
+//!
+//! CLI glue, so errors are `anyhow` with context a person can act on.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use cutover_proto::v1;
+use cutover_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::{auth, config, server, shutdown};
+
+/// Command line of `cutover`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Move a public service to a new server by DNS, with evidence from probes"
+)]
+pub struct Cli {
+    /// Coordinator config file (TOML).
+    #[arg(long, global = true, env = "CUTOVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin service URL, e.g. http://127.0.0.1:7444 (default: from the config's admin_listen).
+    #[arg(long, global = true, env = "CUTOVER_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
+    /// File holding the admin token (default: data_dir/admin.token from the config).
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+    /// Extra trusted root (PEM) for an https admin URL (default: the config's tls_cert).
+    #[arg(long, global = true, env = "CUTOVER_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (probe service, admin service, /metrics).
+    Serve,
+    /// Evidence per region: probes connected, samples, errors, latency, DNS propagation.
+    Status,
+    /// Enrolled probes: id, region, version, connected, last seen.
+    Probes,
+    /// Enrol or revoke a probe.
+    Probe {
+        /// What to do with a probe.
+        #[command(subcommand)]
+        command: ProbeCommand,
+    },
+}
+
+/// `cutover probe …`.
+#[derive(Debug, Subcommand)]
+pub enum ProbeCommand {
+    /// Enrol a new probe and print its token (shown once) and the command to run it.
+    Enrol {
+        /// Region the probe reports for, e.g. asia, australia, us.
+        #[arg(long)]
+        region: String,
+        /// Optional label, e.g. the volunteer's name.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// URL probes use to reach the coordinator (default: the config's public_url, else its listen address).
+        #[arg(long, value_name = "URL")]
+        coordinator_url: Option<String>,
+    },
+    /// Revoke a probe: its token stops working at once.
+    Revoke {
+        /// Probe id as shown by `cutover probes`.
+        id: String,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let cfg = match &cli.config {
+        Some(path) => Some(config::load(path)?),
+        None => None,
+    };
+    match &cli.command {
+        Command::Serve => {
+            let cfg = cfg.context("`cutover serve` needs --config FILE (or CUTOVER_CONFIG)")?;
+            let shutdown = shutdown::on_signals().context("cannot install signal handlers")?;
+            let bound = server::bind_all(cfg, true).await?;
+            bound.run(shutdown).await?;
+            Ok(())
+        }
+        Command::Status => {
+            let mut client = admin_client(&cli, cfg.as_ref()).await?;
+            let reply = client
+                .status(v1::StatusRequest {})
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            print!("{}", render_status(&reply));
+            Ok(())
+        }
+        Command::Probes => {
+            let mut client = admin_client(&cli, cfg.as_ref()).await?;
+            let reply = client
+                .list_probes(v1::ListProbesRequest {})
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            print!("{}", render_probes(&reply, now_ms()));
+            Ok(())
+        }
+        Command::Probe {
+            command:
+                ProbeCommand::Enrol {
+                    region,
+                    note,
+                    coordinator_url,
+                },
+        } => {
+            let mut client = admin_client(&cli, cfg.as_ref()).await?;
+            let reply = client
+                .enrol_probe(v1::EnrolProbeRequest {
+                    region: region.clone(),
+                    note: note.clone(),
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let url = coordinator_url
+                .clone()
+                .or_else(|| cfg.as_ref().map(probe_url))
+                .unwrap_or_else(|| "https://COORDINATOR:7443".to_string());
+            print!("{}", render_enrolment(&reply, &url));
+            Ok(())
+        }
+        Command::Probe {
+            command: ProbeCommand::Revoke { id },
+        } => {
+            let mut client = admin_client(&cli, cfg.as_ref()).await?;
+            let reply = client
+                .revoke_probe(v1::RevokeProbeRequest {
+                    probe_id: id.clone(),
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            if reply.was_active {
+                println!("revoked probe {id}");
+            } else {
+                println!("probe {id} was already revoked");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rpc_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator refused: {} ({:?})", s.message(), s.code())
+}
+
+/// The URL a probe uses, from the config.
+fn probe_url(cfg: &config::Config) -> String {
+    if let Some(u) = &cfg.server.public_url {
+        return u.clone();
+    }
+    let scheme = if cfg.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", connectable(cfg.server.listen))
+}
+
+/// An unspecified listen address (0.0.0.0) is reached via loopback locally.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+type Admin = AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> {
+    let url = match (&cli.admin, cfg) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => {
+            let scheme = if c.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", connectable(c.server.admin_listen))
+        }
+        (None, None) => bail!(
+            "say where the coordinator is: --config FILE, or --admin URL with --admin-token-file FILE"
+        ),
+    };
+    let token_file = match (&cli.admin_token_file, cfg) {
+        (Some(f), _) => f.clone(),
+        (None, Some(c)) => c.server.data_dir.join(auth::ADMIN_TOKEN_FILE),
+        (None, None) => bail!("--admin-token-file FILE is needed without --config"),
+    };
+    let token = auth::read_token_file(&token_file).with_context(|| {
+        format!(
+            "the admin token is created by `cutover serve` in its data_dir; is {} the right file?",
+            token_file.display()
+        )
+    })?;
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("invalid admin URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_native_roots();
+        let ca = cli
+            .ca_file
+            .clone()
+            .or_else(|| cfg.and_then(|c| c.server.tls.as_ref().map(|t| t.cert.clone())));
+        if let Some(ca) = ca {
+            let pem = read(&ca)?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("cannot set up TLS for the admin connection")?;
+    }
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot connect to the admin service at {url}; is `cutover serve` running?")
+    })?;
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .context("the admin token contains characters not allowed in a header")?;
+    let intercept: Box<
+        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
+    > = Box::new(move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", value.clone());
+        Ok(req)
+    });
+    Ok(AdminServiceClient::with_interceptor(channel, intercept))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn now_ms() -> i64 {
+    crate::evidence::now_ms()
+}
+
+/// Pads columns to their widest cell; the last column is not padded.
+fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = indent.to_string();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn ms(v: f64, samples: u64) -> String {
+    if samples == 0 || v <= 0.0 {
+        "-".into()
+    } else if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// `cutover status` output.
+pub fn render_status(r: &v1::StatusReply) -> String {
+    let mut out = format!(
+        "config version {:016x}, window {}s\n",
+        r.config_version, r.window_seconds
+    );
+    if r.regions.is_empty() {
+        out.push_str("\nno regions yet: enrol probes with `cutover probe enrol --region R`\n");
+    }
+    for region in &r.regions {
+        let _ = writeln!(
+            out,
+            "\nregion {}: {} probe{} connected",
+            region.region,
+            region.probes_connected,
+            if region.probes_connected == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        if region.checks.is_empty() {
+            out.push_str("  no results in the window\n");
+            continue;
+        }
+        let mut rows = vec![
+            [
+                "CHECK",
+                "TARGET",
+                "SAMPLES",
+                "ERRORS",
+                "PROBES",
+                "P50 MS",
+                "P95 MS",
+                "PROPAGATION",
+                "LAST ERROR",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for c in &region.checks {
+            let errors = if c.samples == 0 {
+                "-".into()
+            } else {
+                format!("{:.1}%", 100.0 * c.failures as f64 / c.samples as f64)
+            };
+            let propagation = if c.kind == "dns" {
+                format!("{:.0}%", 100.0 * c.share_new)
+            } else {
+                "-".into()
+            };
+            let ok = c.samples - c.failures.min(c.samples);
+            rows.push(vec![
+                c.check_id.clone(),
+                c.target.clone(),
+                c.samples.to_string(),
+                errors,
+                c.distinct_probes.to_string(),
+                ms(c.p50_ms, ok),
+                ms(c.p95_ms, ok),
+                propagation,
+                c.last_error.replace('\n', " "),
+            ]);
+        }
+        out.push_str(&table(&rows, "  "));
+    }
+    out
+}
+
+/// `cutover probes` output.
+pub fn render_probes(r: &v1::ListProbesReply, now_ms: i64) -> String {
+    if r.probes.is_empty() {
+        return "no probes enrolled: `cutover probe enrol --region R` adds one\n".into();
+    }
+    let mut rows = vec![
+        ["ID", "REGION", "VERSION", "CONNECTED", "LAST SEEN"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for p in &r.probes {
+        let connected = if p.revoked {
+            "revoked"
+        } else if p.connected {
+            "yes"
+        } else {
+            "no"
+        };
+        let last_seen = if p.last_seen_unix_ms > 0 {
+            format!(
+                "{} ({} ago)",
+                utc(p.last_seen_unix_ms),
+                ago((now_ms - p.last_seen_unix_ms).max(0))
+            )
+        } else {
+            "never".into()
+        };
+        rows.push(vec![
+            p.probe_id.clone(),
+            p.region.clone(),
+            if p.version.is_empty() {
+                "-".into()
+            } else {
+                p.version.clone()
+            },
+            connected.into(),
+            last_seen,
+        ]);
+    }
+    table(&rows, "")
+}
+
+/// `cutover probe enrol` output.
+pub fn render_enrolment(r: &v1::EnrolProbeReply, coordinator_url: &str) -> String {
+    format!(
+        "enrolled probe {id} in region {region}\n\
+         token: {token}\n\
+         (shown once; only its hash is stored)\n\
+         \n\
+         run the probe with:\n  \
+         cutover-probe --coordinator {coordinator_url} --token {token} --region {region}\n",
+        id = r.probe_id,
+        region = r.region,
+        token = r.token,
+    )
+}
+
+fn ago(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time in milliseconds.
+pub fn utc(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_770_245_000), "2026-11-27T09:04:05Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn status_table() {
+        let reply = v1::StatusReply {
+            window_seconds: 60,
+            config_version: 0xabc,
+            regions: vec![v1::RegionStatus {
+                region: "asia".into(),
+                probes_connected: 2,
+                checks: vec![
+                    v1::CheckStatus {
+                        check_id: "install-core".into(),
+                        kind: "elm_package".into(),
+                        target: "new".into(),
+                        samples: 20,
+                        failures: 1,
+                        distinct_probes: 2,
+                        p50_ms: 45.2,
+                        p95_ms: 120.0,
+                        last_error: "timeout".into(),
+                        ..Default::default()
+                    },
+                    v1::CheckStatus {
+                        check_id: "www".into(),
+                        kind: "dns".into(),
+                        target: "dns".into(),
+                        samples: 4,
+                        distinct_probes: 2,
+                        p50_ms: 3.0,
+                        p95_ms: 5.0,
+                        share_new: 0.5,
+                        ..Default::default()
+                    },
+                ],
+            }],
+        };
+        let text = render_status(&reply);
+        let expected = "\
+config version 0000000000000abc, window 60s
+
+region asia: 2 probes connected
+  CHECK         TARGET  SAMPLES  ERRORS  PROBES  P50 MS  P95 MS  PROPAGATION  LAST ERROR
+  install-core  new     20       5.0%    2       45      120     -            timeout
+  www           dns     4        0.0%    2       3.0     5.0     50%
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn enrol_output_has_the_command() {
+        let text = render_enrolment(
+            &v1::EnrolProbeReply {
+                probe_id: "asia-1234abcd".into(),
+                region: "asia".into(),
+                token: "cutover_ff".into(),
+            },
+            "https://probes.example.org:7443",
+        );
+        assert!(text.contains("token: cutover_ff\n"));
+        assert!(text.contains(
+            "\n  cutover-probe --coordinator https://probes.example.org:7443 --token cutover_ff --region asia\n"
+        ));
+    }
+
+    #[test]
+    fn probes_table() {
+        let now = 1_795_770_245_000;
+        let text = render_probes(
+            &v1::ListProbesReply {
+                probes: vec![v1::ProbeInfo {
+                    probe_id: "asia-1".into(),
+                    region: "asia".into(),
+                    version: "0.1.0".into(),
+                    connected: true,
+                    last_seen_unix_ms: now - 12_000,
+                    ..Default::default()
+                }],
+            },
+            now,
+        );
+        assert_eq!(
+            text,
+            "ID      REGION  VERSION  CONNECTED  LAST SEEN\nasia-1  asia    0.1.0    yes        2026-11-27T09:03:53Z (12s ago)\n"
+        );
+    }
+}

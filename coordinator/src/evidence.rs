@@ -1,0 +1,214 @@
+//! The evidence task: folds committed results into the windows, counts them
+//! in Prometheus counters, and refreshes the window gauges once a second.
+//!
+//! It is the only place results meet the [`Aggregator`]; sessions never touch
+//! it, so the hot path holds no lock shared by all sessions.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_proto::v1;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{Aggregator, SeriesKey, Snapshot};
+use crate::metrics::{self as m, label};
+use crate::store::{Store, StoreError};
+use crate::writer::Committed;
+
+/// The shared windows (locked by this task per batch and by Status requests).
+pub type Windows = Arc<Mutex<Aggregator>>;
+
+/// Wall clock, milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When a result happened on the coordinator's clock.
+fn at_ms(r: &v1::CheckResult, received_ms: i64, skew_ms: i64) -> i64 {
+    if r.started_unix_ms <= 0 {
+        return received_ms;
+    }
+    let end = r.started_unix_ms + (r.duration_us / 1000) as i64 + skew_ms;
+    end.min(received_ms)
+}
+
+/// Locks the windows; a panic while holding the lock leaves them usable
+/// (they are only statistics), so poisoning is ignored.
+pub fn lock(w: &Windows) -> std::sync::MutexGuard<'_, Aggregator> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Refills the windows from batches stored within the last window, so a
+/// restart does not blank the status. Returns the number of results replayed.
+pub fn rebuild(store: &dyn Store, windows: &Windows, now: i64) -> Result<usize, StoreError> {
+    let since = now - i64::from(lock(windows).window_secs()) * 1000;
+    let batches = store.batches_since(since)?;
+    let mut agg = lock(windows);
+    let mut n = 0;
+    for b in batches {
+        let Ok(batch) = v1::ResultBatch::decode(b.payload.as_slice()) else {
+            tracing::warn!(probe = %b.probe_id, "skipping undecodable stored batch");
+            continue;
+        };
+        let probe: Arc<str> = Arc::from(b.probe_id.as_str());
+        for r in &batch.results {
+            agg.add(&probe, &b.region, at_ms(r, b.received_unix_ms, 0), r, now);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn count(c: &Committed) {
+    let region = c.region.to_string();
+    for r in &c.results {
+        let target = r.target().label();
+        let outcome = match r.outcome() {
+            v1::Outcome::Success => "success",
+            v1::Outcome::Failure => "failure",
+            v1::Outcome::HardFailure => "hard_failure",
+            v1::Outcome::Unspecified => "unspecified",
+        };
+        let labels = [
+            (label::CHECK, r.check_id.clone()),
+            (label::TARGET, target.to_string()),
+            (label::REGION, region.clone()),
+        ];
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push((label::OUTCOME, outcome.to_string()));
+        metrics::counter!(m::RESULTS_INGESTED, &with_outcome).increment(1);
+        metrics::histogram!(m::CHECK_DURATION, &labels).record(r.duration_us as f64 / 1e6);
+        if r.failure() == v1::FailureKind::HashMismatch {
+            metrics::counter!(m::HASH_MISMATCHES, &labels).increment(1);
+        }
+        let timings = match &r.detail {
+            Some(v1::check_result::Detail::Http(h)) => h.timings,
+            Some(v1::check_result::Detail::Download(d)) => d.timings,
+            Some(v1::check_result::Detail::ElmPackage(e)) => e.archive_timings,
+            _ => None,
+        };
+        if let Some(t) = timings {
+            for (phase, us) in [
+                ("resolve", t.resolve_us),
+                ("connect", t.connect_us),
+                ("tls", t.tls_us),
+                ("first_byte", t.first_byte_us),
+                ("transfer", t.transfer_us),
+            ] {
+                if us > 0 {
+                    let mut l = labels.to_vec();
+                    l.push((label::PHASE, phase.to_string()));
+                    metrics::histogram!(m::HTTP_PHASE_DURATION, &l).record(us as f64 / 1e6);
+                }
+            }
+        }
+    }
+}
+
+fn series_labels(k: &SeriesKey) -> [(&'static str, String); 3] {
+    [
+        (label::CHECK, k.check.clone()),
+        (label::TARGET, k.target.to_string()),
+        (label::REGION, k.region.clone()),
+    ]
+}
+
+/// Keys exported last time, so series that left the window are zeroed rather than frozen.
+#[derive(Default)]
+struct Exported {
+    series: HashSet<SeriesKey>,
+    dns: HashSet<(String, String)>,
+}
+
+fn export(s: &Snapshot, prev: &mut Exported) {
+    let mut now = Exported::default();
+    for st in &s.series {
+        let l = series_labels(&st.key);
+        metrics::gauge!(m::WINDOW_SAMPLES, &l).set(st.samples as f64);
+        metrics::gauge!(m::WINDOW_ERROR_RATIO, &l).set(st.error_ratio());
+        metrics::gauge!(m::WINDOW_PROBES, &l).set(f64::from(st.probes));
+        metrics::gauge!(m::WINDOW_LATENCY_P50, &l).set(st.p50_ms.map_or(f64::NAN, |v| v / 1000.0));
+        metrics::gauge!(m::WINDOW_LATENCY_P95, &l).set(st.p95_ms.map_or(f64::NAN, |v| v / 1000.0));
+        now.series.insert(st.key.clone());
+    }
+    for gone in prev.series.difference(&now.series) {
+        let l = series_labels(gone);
+        metrics::gauge!(m::WINDOW_SAMPLES, &l).set(0.0);
+        metrics::gauge!(m::WINDOW_ERROR_RATIO, &l).set(0.0);
+        metrics::gauge!(m::WINDOW_PROBES, &l).set(0.0);
+        metrics::gauge!(m::WINDOW_LATENCY_P50, &l).set(f64::NAN);
+        metrics::gauge!(m::WINDOW_LATENCY_P95, &l).set(f64::NAN);
+    }
+    for d in &s.dns {
+        for (outcome, share) in [
+            ("old", d.share_old),
+            ("new", d.share_new),
+            ("mixed", d.share_mixed),
+            ("other", d.share_other),
+        ] {
+            metrics::gauge!(m::DNS_ANSWER_SHARE, label::CHECK => d.check.clone(), label::REGION => d.region.clone(), label::OUTCOME => outcome)
+                .set(share);
+        }
+        metrics::gauge!(m::DNS_TTL_REMAINING, label::CHECK => d.check.clone(), label::REGION => d.region.clone())
+            .set(f64::from(d.max_ttl));
+        now.dns.insert((d.check.clone(), d.region.clone()));
+    }
+    for (check, region) in prev.dns.difference(&now.dns) {
+        for outcome in ["old", "new", "mixed", "other"] {
+            metrics::gauge!(m::DNS_ANSWER_SHARE, label::CHECK => check.clone(), label::REGION => region.clone(), label::OUTCOME => outcome)
+                .set(0.0);
+        }
+        metrics::gauge!(m::DNS_TTL_REMAINING, label::CHECK => check.clone(), label::REGION => region.clone())
+            .set(0.0);
+    }
+    *prev = now;
+}
+
+/// Runs until `rx` closes (all writers gone) or shutdown.
+pub async fn run(windows: Windows, mut rx: mpsc::Receiver<Committed>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut exported = Exported::default();
+    loop {
+        tokio::select! {
+            c = rx.recv() => {
+                let Some(c) = c else { break };
+                count(&c);
+                let now = now_ms();
+                let mut agg = lock(&windows);
+                for r in &c.results {
+                    agg.add(&c.probe, &c.region, at_ms(r, c.received_unix_ms, c.skew_ms), r, now);
+                }
+            }
+            _ = tick.tick() => {
+                let snapshot = lock(&windows).snapshot(now_ms());
+                export(&snapshot, &mut exported);
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_time_uses_skew_and_never_exceeds_arrival() {
+        let r = v1::CheckResult {
+            started_unix_ms: 10_000,
+            duration_us: 2_000_000,
+            ..Default::default()
+        };
+        assert_eq!(at_ms(&r, 20_000, 0), 12_000);
+        assert_eq!(at_ms(&r, 20_000, 5_000), 17_000);
+        assert_eq!(at_ms(&r, 20_000, 50_000), 20_000);
+        let unset = v1::CheckResult::default();
+        assert_eq!(at_ms(&unset, 20_000, 0), 20_000);
+    }
+}

@@ -1,0 +1,22 @@
+//! The cutover coordinator: ingests probe results over gRPC, keeps the
+//! evidence windows, serves the operator's admin API and `/metrics`.
+//!
+//! The path of a result: [`ingest`] (authenticate, dedupe) → [`writer`]
+//! (group commit into [`store`]) → `Ack` → [`evidence`] (windows in
+//! [`aggregate`], counters in [`metrics`]) → [`admin`] `Status` and `/metrics`.
+
+pub mod admin;
+pub mod aggregate;
+pub mod assign;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod evidence;
+pub mod ingest;
+pub mod metrics;
+pub mod registry;
+pub mod rpc;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod writer;
