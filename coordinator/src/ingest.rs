@@ -329,7 +329,7 @@ async fn session(
                     })).await;
                     return Ok(Ended::Drained);
                 }
-                return Err(cancelled(state));
+                return Err(replaced_or_revoked(state, &probe.id).await);
             }
             changed = assignment.changed() => {
                 if changed.is_ok() {
@@ -416,6 +416,18 @@ async fn session(
                 return Err(SessionError::Malformed("empty ProbeMessage".into()));
             }
         }
+    }
+}
+
+/// A session cancelled other than by shutdown was either replaced or revoked;
+/// the probe should hear which, since only one of them is worth retrying.
+async fn replaced_or_revoked(state: &IngestState, probe_id: &str) -> SessionError {
+    let store = state.store.clone();
+    let id = probe_id.to_string();
+    match tokio::task::spawn_blocking(move || store.probe(&id)).await {
+        Ok(Ok(Some(p))) if p.revoked_unix_ms.is_none() => SessionError::Replaced,
+        Ok(Ok(_)) => SessionError::Revoked,
+        _ => SessionError::Replaced,
     }
 }
 
