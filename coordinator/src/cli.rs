@@ -195,12 +195,12 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-type Admin = AdminServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds the admin bearer token to every call.
+type Intercept =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
+type Admin =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, Intercept>>;
 
 async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> {
     let url = match (&cli.admin, cfg) {
@@ -222,12 +222,9 @@ async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> 
         (None, Some(c)) => c.server.data_dir.join(auth::ADMIN_TOKEN_FILE),
         (None, None) => bail!("--admin-token-file FILE is needed without --config"),
     };
-    let token = auth::read_token_file(&token_file).with_context(|| {
-        format!(
-            "the admin token is created by `cutover serve` in its data_dir; is {} the right file?",
-            token_file.display()
-        )
-    })?;
+    let token = auth::read_token_file(&token_file).context(
+        "cannot read the admin token (`cutover serve` creates it as data_dir/admin.token)",
+    )?;
     let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid admin URL {url:?}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -252,9 +249,7 @@ async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> 
     let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .context("the admin token contains characters not allowed in a header")?;
-    let intercept: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req: tonic::Request<()>| {
+    let intercept: Intercept = Box::new(move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", value.clone());
         Ok(req)
     });
