@@ -38,7 +38,7 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub admin_token_file: Option<PathBuf>,
-    /// Extra trusted root (PEM) for an https admin URL (default: the config's tls_cert).
+    /// Extra trusted root (PEM) for an https admin URL, e.g. a private CA (default: the system roots).
     #[arg(long, global = true, env = "CUTOVER_CA_FILE", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
     /// What to do.
@@ -231,12 +231,8 @@ async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> 
         .timeout(Duration::from_secs(30));
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_native_roots();
-        let ca = cli
-            .ca_file
-            .clone()
-            .or_else(|| cfg.and_then(|c| c.server.tls.as_ref().map(|t| t.cert.clone())));
-        if let Some(ca) = ca {
-            let pem = read(&ca)?;
+        if let Some(ca) = &cli.ca_file {
+            let pem = read(ca)?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         endpoint = endpoint

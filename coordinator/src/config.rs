@@ -260,7 +260,7 @@ pub mod raw {
     #[serde(deny_unknown_fields)]
     pub struct RawConfig {
         /// `[server]`.
-        pub server: RawServer,
+        pub server: Spanned<RawServer>,
         /// `[sites]`.
         pub sites: RawSites,
         /// `[[checks]]`.
@@ -509,7 +509,8 @@ impl Validator<'_> {
     }
 
     fn config(&mut self, path: &Path, base: &Path, raw: RawConfig) -> Option<Config> {
-        let server = self.server(base, raw.server);
+        let server_span = raw.server.span();
+        let server = self.server(base, server_span, raw.server.into_inner());
         let old = self.site("old", raw.sites.old);
         let new = self.site("new", raw.sites.new);
         let mut checks = Vec::new();
@@ -544,7 +545,12 @@ impl Validator<'_> {
         })
     }
 
-    fn server(&mut self, base: &Path, s: raw::RawServer) -> Option<ServerConfig> {
+    fn server(
+        &mut self,
+        base: &Path,
+        table: Range<usize>,
+        s: raw::RawServer,
+    ) -> Option<ServerConfig> {
         let mut ok = true;
         let listen = match &s.listen {
             Some(v) => self.socket_addr("listen", v),
@@ -608,7 +614,7 @@ impl Validator<'_> {
             (_, _, true) => {}
             (p, _, false) if ok => {
                 // Plaintext must be a decision someone wrote down, never a default.
-                let span = p.as_ref().map_or(0..0, |p| p.span());
+                let span = p.as_ref().map_or(table.clone(), |p| p.span());
                 self.problem(
                     span,
                     "no TLS configured: set `tls_cert` and `tls_key` in [server], or write `plaintext = true` to run without TLS (trusted networks and tests only)",
@@ -1357,6 +1363,8 @@ registry_url = "https://package.elm-lang.org"
         let text = HEAD.replace("plaintext = true\n", "");
         let p = one(&text);
         assert!(p.message.contains("write `plaintext = true`"), "{p}");
+        let p = one(&format!("\n\n{text}"));
+        assert_eq!((p.line, p.column), (3, 1), "points at [server]: {p}");
         let text = HEAD.replace("plaintext = true", "plaintext = false");
         let p = one(&text);
         assert_eq!((p.line, p.column), (4, 13), "{p}");
