@@ -1255,6 +1255,16 @@ registry_url = "https://package.elm-lang.org"
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cutover.example.toml");
+        let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.checks.len(), 6);
+        assert!(cfg.server.tls.is_some());
+        assert_eq!(cfg.server.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(cfg.server.data_dir, path.parent().unwrap().join("data"));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));

@@ -30,6 +30,8 @@ use crate::writer::{Committed, WriteError, Writer};
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// How long a new stream may take to send Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shortest silence after which a session is considered dead.
+const MIN_IDLE: Duration = Duration::from_secs(30);
 /// Probes are asked to wait this long before reconnecting after a Drain.
 const DRAIN_RETRY_MS: u32 = 5_000;
 
@@ -88,6 +90,9 @@ pub enum SessionError {
     /// The coordinator is stopping.
     #[error("coordinator is shutting down")]
     Stopped,
+    /// Nothing received for too long.
+    #[error("no message for {}s; a probe must send a Heartbeat every Welcome.heartbeat_interval_ms", .0.as_secs())]
+    Idle(Duration),
     /// The stream itself failed (decode error, message too large, reset).
     #[error("stream error: {}", .0.message())]
     Transport(Status),
@@ -318,9 +323,13 @@ async fn session(
 
     let region: Arc<str> = Arc::from(probe.region.as_str());
     let probe_id: Arc<str> = Arc::from(probe.id.as_str());
+    // A probe that stops talking (no heartbeat) is not "connected", whatever TCP thinks.
+    let idle = (Duration::from_millis(u64::from(state.heartbeat_interval_ms)) * 3).max(MIN_IDLE);
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         let msg = tokio::select! {
             biased;
+            () = tokio::time::sleep_until(deadline) => return Err(SessionError::Idle(idle)),
             () = reg.cancel.cancelled() => {
                 if state.shutdown.is_cancelled() {
                     let _ = send(Out::Drain(v1::Drain {
@@ -352,6 +361,7 @@ async fn session(
             }
         };
         let now = now_ms();
+        deadline = tokio::time::Instant::now() + idle;
         state.registry.seen(reg, now);
         match msg.msg {
             Some(In::Heartbeat(_)) => {}

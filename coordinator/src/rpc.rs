@@ -24,7 +24,7 @@ impl From<SessionError> for Status {
         let msg = e.to_string();
         match e {
             SessionError::NotHello | SessionError::Malformed(_) => Status::invalid_argument(msg),
-            SessionError::HelloTimeout => Status::deadline_exceeded(msg),
+            SessionError::HelloTimeout | SessionError::Idle(_) => Status::deadline_exceeded(msg),
             SessionError::Oversized { .. } => Status::resource_exhausted(msg),
             SessionError::Replaced => Status::aborted(msg),
             SessionError::Revoked => Status::unauthenticated(msg),

@@ -194,7 +194,8 @@ impl Bound {
             checks = assignment.checks.len(),
             "assignment ready"
         );
-        let (_assignment_tx, assignment_rx) = watch::channel(assignment);
+        let (assignment_tx, assignment_rx) = watch::channel(assignment);
+        spawn_reload_on_sighup(cfg.path.clone(), assignment_tx, shutdown.clone());
 
         let windows: Windows = Arc::new(Mutex::new(Aggregator::new(
             cfg.server.window.as_secs() as u32
@@ -250,14 +251,24 @@ impl Bound {
         health
             .set_service_status(services::ADMIN, tonic_health::ServingStatus::Serving)
             .await;
+        // Both reflection versions: grpcurl and other tools still differ in which they ask for.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
                 .map_err(|e| {
                     // Only fails if the committed descriptor set is corrupt: a build defect.
                     tracing::error!(error = %e, "reflection descriptor set unusable");
                 })
+                .ok()
+        };
+        let reflection_alpha = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()
+                .map_err(|e| tracing::error!(error = %e, "reflection descriptor set unusable"))
                 .ok()
         };
 
@@ -267,6 +278,7 @@ impl Bound {
         let probe_server = builder(&tls)?
             .add_service(health_svc.clone())
             .add_optional_service(reflection())
+            .add_optional_service(reflection_alpha())
             .add_service(probe_svc)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.probe_listener),
@@ -275,6 +287,7 @@ impl Bound {
         let admin_server = builder(&tls)?
             .add_service(health_svc)
             .add_optional_service(reflection())
+            .add_optional_service(reflection_alpha())
             .add_service(admin_svc)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.admin_listener),
@@ -329,4 +342,54 @@ impl Bound {
         tracing::info!("stopped");
         result
     }
+}
+
+/// Re-reads the config file and publishes its assignment if the checks or
+/// sites changed. Returns whether it changed. Listener, TLS and storage
+/// settings are only read at start.
+pub fn reload(
+    path: &std::path::Path,
+    assignment: &watch::Sender<Arc<v1::Assignment>>,
+) -> Result<bool, crate::config::ConfigError> {
+    let cfg = crate::config::load(path)?;
+    let next = assign::assignment(&cfg);
+    let changed = assignment.borrow().config_version != next.config_version;
+    if changed {
+        assignment.send_replace(Arc::new(next));
+    }
+    Ok(changed)
+}
+
+/// SIGHUP → [`reload`]: new checks reach every connected probe at once.
+fn spawn_reload_on_sighup(
+    path: std::path::PathBuf,
+    assignment: watch::Sender<Arc<v1::Assignment>>,
+    shutdown: CancellationToken,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; config reload disabled");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match reload(&path, &assignment) {
+                Ok(true) => tracing::info!(
+                    config_version = format!("{:016x}", assignment.borrow().config_version),
+                    "config reloaded: new assignment sent to connected probes"
+                ),
+                Ok(false) => tracing::info!("config reloaded: checks unchanged"),
+                // Keep running on the old, valid config; the operator sees why.
+                Err(e) => {
+                    tracing::error!("config reload refused, keeping the running config:\n{e}")
+                }
+            }
+        }
+    });
 }

@@ -87,6 +87,15 @@ async fn serve(config: &Path) -> Proc {
     }
 }
 
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 async fn cli(config: &Path, admin: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("--config")
@@ -187,6 +196,26 @@ async fn acked_results_survive_sigkill_and_cli_output() {
     let (w, _) = s.welcome().await;
     assert_eq!(w.stored_seq, 20);
 
+    // SIGHUP reloads the checks and pushes the new assignment to open sessions.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[checks]]\nid = \"www\"\nkind = \"dns\"\nname = \"elm-lang.org\"\n"),
+    )
+    .unwrap();
+    signal(&p.child, "-HUP");
+    match s.next().await {
+        v1::coordinator_message::Msg::Assignment(a) => {
+            let ids: Vec<&str> = a.checks.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, ["home", "www"]);
+        }
+        other => panic!("expected a new Assignment, got {other:?}"),
+    }
+    // Results for the new check are accepted now.
+    s.send(vec![result(21, "www", v1::Target::Dns)]).await;
+    assert_eq!(s.ack().await, 21);
+    assert_eq!(stored(dir.path(), &id), (2, 21, 21));
+
     // A revoked probe is refused; the CLI says so.
     let admin_url = format!("http://{}", p.admin);
     let (ok, out, _) = cli(&config, &admin_url, &["probe", "revoke", &id]).await;
@@ -197,11 +226,7 @@ async fn acked_results_survive_sigkill_and_cli_output() {
     assert!(err.contains("no probe with id"), "{err}");
 
     // SIGTERM drains and exits 0.
-    let pid = p.child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    signal(&p.child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(20), p.child.wait())
         .await
         .expect("exits after SIGTERM")
