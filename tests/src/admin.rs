@@ -8,9 +8,21 @@ use anyhow::Context as _;
 use cutover_proto::v1::admin_service_client::AdminServiceClient;
 use cutover_proto::v1::{ListProbesRequest, ProbeInfo, StatusReply, StatusRequest};
 
-/// Calls `AdminService.Status` over plaintext gRPC (admin listens on loopback).
-pub async fn status(addr: SocketAddr, token: &str) -> anyhow::Result<StatusReply> {
-    let mut client = connect(addr).await?;
+/// Where AdminService is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// PEM of the CA that signed its certificate; `None` = plaintext.
+    pub ca_pem: Option<String>,
+    /// The admin token.
+    pub token: String,
+}
+
+/// Calls `AdminService.Status`.
+pub async fn status(t: &AdminTarget) -> anyhow::Result<StatusReply> {
+    let mut client = connect(t).await?;
+    let token = t.token.as_str();
     let reply = client
         .status(authorized(StatusRequest {}, token)?)
         .await
@@ -19,8 +31,9 @@ pub async fn status(addr: SocketAddr, token: &str) -> anyhow::Result<StatusReply
 }
 
 /// Calls `AdminService.ListProbes`.
-pub async fn probes(addr: SocketAddr, token: &str) -> anyhow::Result<Vec<ProbeInfo>> {
-    let mut client = connect(addr).await?;
+pub async fn probes(t: &AdminTarget) -> anyhow::Result<Vec<ProbeInfo>> {
+    let mut client = connect(t).await?;
+    let token = t.token.as_str();
     let reply = client
         .list_probes(authorized(ListProbesRequest {}, token)?)
         .await
@@ -28,12 +41,18 @@ pub async fn probes(addr: SocketAddr, token: &str) -> anyhow::Result<Vec<ProbeIn
     Ok(reply.into_inner().probes)
 }
 
-async fn connect(
-    addr: SocketAddr,
-) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+async fn connect(t: &AdminTarget) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
+    let addr = t.addr;
+    let scheme = if t.ca_pem.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));
+    if let Some(pem) = &t.ca_pem {
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
     let channel = endpoint
         .connect()
         .await

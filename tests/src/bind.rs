@@ -89,7 +89,7 @@ zone "{zone}" {{
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new("named");
         cmd.args(["-f", "-g", "-4", "-c"]).arg(&conf_path);
-        let proc = Proc::spawn(&format!("named-{addr}"), cmd, dir, block)?;
+        let proc = Proc::spawn(&format!("named-{addr}"), cmd, dir, block)?.quiet();
         let mut bind = Bind {
             addr,
             zone,

@@ -23,6 +23,7 @@ use anyhow::{Context as _, bail};
 use cutover_proto::v1::{CheckStatus, StatusReply};
 
 use crate::addr::AddrBlock;
+use crate::admin::AdminTarget;
 use crate::bind::{Bind, ZoneSpec};
 use crate::procs::{Proc, cutover_bin, probe_bin, run};
 use crate::prom::Sample;
@@ -198,14 +199,13 @@ impl World {
 
     /// Waits until every region reports at least one connected probe.
     pub async fn wait_connected(&mut self, deadline: Duration) -> anyhow::Result<()> {
-        let admin = self.coordinator.admin;
-        let token = self.coordinator.admin_token()?;
+        let admin = self.coordinator.admin_target()?;
         crate::poll::until("every region's probe to connect", deadline, || {
             let alive = self.ensure_running();
-            let token = token.clone();
+            let admin = admin.clone();
             async move {
                 alive?;
-                let st = crate::admin::status(admin, &token).await?;
+                let st = crate::admin::status(&admin).await?;
                 let missing: Vec<&str> = REGIONS
                     .iter()
                     .copied()
@@ -326,6 +326,8 @@ pub struct Coordinator {
     pub metrics: SocketAddr,
     /// ProbeService over TLS.
     pub tls: bool,
+    /// The test CA's PEM file.
+    pub ca_file: PathBuf,
     proc: Option<Proc>,
 }
 
@@ -371,6 +373,7 @@ impl Coordinator {
             admin,
             metrics,
             tls: opts.coordinator_tls,
+            ca_file: infra.ca_file.clone(),
             proc: None,
         })
     }
@@ -448,8 +451,12 @@ impl Coordinator {
         let mut cmd = tokio::process::Command::new(cutover_bin()?);
         cmd.arg("--config")
             .arg(&self.config)
+            .arg("--ca-file")
+            .arg(&self.ca_file)
             .args(args)
-            .current_dir(&self.dir);
+            .current_dir(&self.dir)
+            .env_remove("CUTOVER_ADMIN")
+            .env_remove("CUTOVER_ADMIN_TOKEN_FILE");
         run(cmd, Duration::from_secs(30)).await
     }
 
@@ -470,9 +477,22 @@ impl Coordinator {
             .with_context(|| format!("no token in `cutover probe enrol` output: {stdout:?}"))
     }
 
+    /// How to reach AdminService (TLS with the test CA when configured).
+    pub fn admin_target(&self) -> anyhow::Result<AdminTarget> {
+        Ok(AdminTarget {
+            addr: self.admin,
+            ca_pem: if self.tls {
+                Some(std::fs::read_to_string(&self.ca_file)?)
+            } else {
+                None
+            },
+            token: self.admin_token()?,
+        })
+    }
+
     /// `AdminService.Status`.
     pub async fn status(&self) -> anyhow::Result<StatusReply> {
-        crate::admin::status(self.admin, &self.admin_token()?).await
+        crate::admin::status(&self.admin_target()?).await
     }
 
     /// Scraped and parsed `/metrics`.
@@ -494,6 +514,12 @@ pub fn parse_enrol(stdout: &str) -> Option<(Option<String>, String)> {
     let mut token = None;
     let mut id = None;
     for line in stdout.lines() {
+        // "enrolled probe ID in region R"
+        if let Some(rest) = line.trim().strip_prefix("enrolled probe ")
+            && let Some(word) = rest.split_whitespace().next()
+        {
+            id = Some(word.to_owned());
+        }
         let Some((k, v)) = line.split_once([':', '=']) else {
             continue;
         };
@@ -768,17 +794,16 @@ pub async fn wait_all_reported(
     min: u64,
     deadline: Duration,
 ) -> anyhow::Result<StatusReply> {
-    let admin = world.coordinator.admin;
-    let token = world.coordinator.admin_token()?;
+    let admin = world.coordinator.admin_target()?;
     crate::poll::until(
         "every check to report for every region and target",
         deadline,
         || {
             let alive = world.ensure_running();
-            let token = token.clone();
+            let admin = admin.clone();
             async move {
                 alive?;
-                let st = crate::admin::status(admin, &token).await?;
+                let st = crate::admin::status(&admin).await?;
                 let mut missing = Vec::new();
                 for region in REGIONS {
                     for (check, _, targets) in checks::ALL {
@@ -813,6 +838,10 @@ mod tests {
             Some((Some("p-1".into()), "abc123".into()))
         );
         assert_eq!(parse_enrol("abc123\n"), Some((None, "abc123".into())));
+        assert_eq!(
+            parse_enrol("enrolled probe p-7 in region us\ntoken: cutover_ff\n(shown once)\n"),
+            Some((Some("p-7".into()), "cutover_ff".into()))
+        );
         assert_eq!(parse_enrol("nothing useful here\n"), None);
         assert_eq!(
             parse_enrol(

@@ -57,6 +57,7 @@ pub struct Proc {
     stdout: PathBuf,
     stderr: PathBuf,
     exited: Option<ExitStatus>,
+    quiet: bool,
 }
 
 impl Proc {
@@ -92,7 +93,15 @@ impl Proc {
             stdout,
             stderr,
             exited: None,
+            quiet: false,
         })
+    }
+
+    /// Don't print this process's output when a test fails while it still runs
+    /// (for chatty infrastructure like BIND; its files are kept anyway).
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// The process id.
@@ -175,8 +184,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let died = self.try_wait().is_some();
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() && (!self.quiet || died) {
             eprintln!("{}", self.tail());
         }
     }

@@ -85,7 +85,7 @@ remote-control:
         std::fs::write(&conf_path, conf)?;
         let mut cmd = Command::new("unbound");
         cmd.arg("-d").arg("-c").arg(&conf_path);
-        let proc = Proc::spawn(&format!("unbound-{name}"), cmd, dir, block)?;
+        let proc = Proc::spawn(&format!("unbound-{name}"), cmd, dir, block)?.quiet();
         let mut ub = Unbound {
             addr,
             conf: conf_path,

@@ -27,15 +27,14 @@ async fn each_region_moves_to_new_when_its_cache_expires() {
     let old_ip = world.block.ip(10);
 
     // Before the switch: every region 100 % old.
-    let admin = world.coordinator.admin;
-    let token = world.coordinator.admin_token().unwrap();
+    let admin = world.coordinator.admin_target().unwrap();
     cutover_e2e::poll::until(
         "every region to report 100 % old",
         Duration::from_secs(60),
         || {
-            let token = token.clone();
+            let admin = admin.clone();
             async move {
-                let st = cutover_e2e::admin::status(admin, &token).await?;
+                let st = cutover_e2e::admin::status(&admin).await?;
                 for region in REGIONS {
                     let Some(c) = check_status(&st, region, checks::DNS, "dns") else {
                         return Ok(None);
