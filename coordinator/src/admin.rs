@@ -188,6 +188,15 @@ impl v1::admin_service_server::AdminService for AdminApi {
         let req = request.into_inner();
         let store = self.store.clone();
         let e = blocking(move || store.enrol(&req.region, &req.note, now_ms())).await?;
+        // A new region appears as 0 connected until its probe dials in.
+        if !self
+            .registry
+            .connected_per_region()
+            .contains_key(&e.probe.region)
+        {
+            metrics::gauge!(m::PROBES_CONNECTED, m::label::REGION => e.probe.region.clone())
+                .increment(0.0);
+        }
         // Never log the token: it is shown to the operator once, in the reply.
         tracing::info!(probe = %e.probe.id, region = %e.probe.region, "probe enrolled");
         Ok(Response::new(v1::EnrolProbeReply {

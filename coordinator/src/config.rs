@@ -2,7 +2,7 @@
 //!
 //! Parsing happens in two stages. [`raw`] mirrors the TOML exactly (serde,
 //! `deny_unknown_fields`, every value we check later wrapped in
-//! [`toml::Spanned`] so its position is known); [`validate`] turns it into a
+//! [`toml::Spanned`] so its position is known); [`parse`] turns it into a
 //! [`Config`] the rest of the program trusts, collecting *every* problem with
 //! its line and column instead of stopping at the first. The format is the
 //! contract in `ARCHITECTURE.md`.
@@ -1260,7 +1260,10 @@ registry_url = "https://package.elm-lang.org"
         let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.checks.len(), 6);
         assert!(cfg.server.tls.is_some());
-        assert_eq!(cfg.server.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            cfg.server.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
         assert_eq!(cfg.server.data_dir, path.parent().unwrap().join("data"));
     }
 

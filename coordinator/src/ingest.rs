@@ -306,7 +306,16 @@ async fn session(
         tracing::warn!(probe = %probe.id, skew_ms, "probe clock differs from the coordinator's; correcting result times");
     }
 
-    let send = |msg| async move { tx.send(out(msg)).await.is_ok() };
+    // A probe that stops reading must not pin this session (and its lease):
+    // every send gives way to cancellation. Nothing is lost — an unsent Ack
+    // only means the probe resends, and the results are deduplicated.
+    let cancel = &reg.cancel;
+    let send = |msg| async move {
+        tokio::select! {
+            sent = tx.send(out(msg)) => sent.is_ok(),
+            () = cancel.cancelled() => false,
+        }
+    };
     let welcome = v1::Welcome {
         probe_id: probe.id.clone(),
         region: probe.region.clone(),
@@ -332,10 +341,11 @@ async fn session(
             () = tokio::time::sleep_until(deadline) => return Err(SessionError::Idle(idle)),
             () = reg.cancel.cancelled() => {
                 if state.shutdown.is_cancelled() {
-                    let _ = send(Out::Drain(v1::Drain {
+                    let drain = out(Out::Drain(v1::Drain {
                         reason: "coordinator shutting down".into(),
                         retry_after_ms: DRAIN_RETRY_MS,
-                    })).await;
+                    }));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(drain)).await;
                     return Ok(Ended::Drained);
                 }
                 return Err(replaced_or_revoked(state, &probe.id).await);

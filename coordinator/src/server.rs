@@ -197,6 +197,18 @@ impl Bound {
         let (assignment_tx, assignment_rx) = watch::channel(assignment);
         spawn_reload_on_sighup(cfg.path.clone(), assignment_tx, shutdown.clone());
 
+        // Every enrolled region shows up with 0 connected probes, so "a region
+        // went silent" is a value an alert can see, not a missing series.
+        {
+            let store = self.store.clone();
+            let probes = tokio::task::spawn_blocking(move || store.list_probes())
+                .await
+                .map_err(|_| StoreError::Poisoned)??;
+            for p in probes.iter().filter(|p| p.revoked_unix_ms.is_none()) {
+                metrics::gauge!(m::PROBES_CONNECTED, m::label::REGION => p.region.clone()).set(0.0);
+            }
+        }
+
         let windows: Windows = Arc::new(Mutex::new(Aggregator::new(
             cfg.server.window.as_secs() as u32
         )));

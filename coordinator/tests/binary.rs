@@ -58,7 +58,14 @@ async fn serve(config: &Path) -> Proc {
         .arg(config)
         .arg("serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // Logs go next to the config, where a failing test's temp dir keeps them.
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(config.with_file_name("serve.log"))
+                .unwrap(),
+        ))
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -252,3 +252,41 @@ async fn health_and_reflection_are_served() {
     }
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_ends_only_that_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let mut adm = admin(srv.admin, &admin_token(dir.path())).await;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let e = adm
+            .enrol_probe(v1::EnrolProbeRequest {
+                region: "eu".into(),
+                note: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        tokens.push(e.token);
+    }
+    let mut big = open(srv.probe, &tokens[0]).await.unwrap();
+    let mut fine = open(srv.probe, &tokens[1]).await.unwrap();
+    big.welcome().await;
+    fine.welcome().await;
+
+    let mut huge = result(1, "home", v1::Target::New);
+    huge.error = "x".repeat(5 * 1024 * 1024);
+    big.send(vec![huge]).await;
+    let err = tokio::time::timeout(TIMEOUT, big.rx.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.message().contains("too large"), "{err:?}");
+
+    // The other probe is unaffected.
+    fine.send(vec![result(1, "home", v1::Target::New)]).await;
+    assert_eq!(fine.ack().await, 1);
+    drop((big, fine));
+    srv.stop().await;
+}
