@@ -147,7 +147,7 @@ async fn coordinator_crash_loses_nothing_and_counts_nothing_twice() {
         || {
             let m = max_produced(&world);
             let at_kill = at_kill.clone();
-            async move { Ok(m.iter().all(|(r, n)| *n >= at_kill[r] + 5).then_some(())) }
+            async move { Ok(m.iter().all(|(r, n)| *n >= at_kill[r] + 20).then_some(())) }
         },
     )
     .await
