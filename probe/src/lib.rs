@@ -12,14 +12,14 @@ pub mod checks;
 pub mod config;
 pub mod net;
 pub mod outbox;
-//M pub mod run;
-//M pub mod scheduler;
-//M pub mod session;
-//M pub mod shutdown;
+pub mod run;
+pub mod scheduler;
+pub mod session;
+pub mod shutdown;
 pub mod trust;
 
 pub use config::{Cli, Config};
-//M pub use run::{RunError, run};
+pub use run::{RunError, run};
 
 /// Version reported in `Hello` and in the `User-Agent` of every check request.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

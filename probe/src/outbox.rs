@@ -179,6 +179,46 @@ impl Outbox {
     }
 }
 
+/// The outbox shared between the check tasks (producers) and the session
+/// (consumer). Critical sections are short and never await, so a plain mutex is
+/// right; [`SharedOutbox::wait`] wakes the session when results arrive.
+#[derive(Debug)]
+pub struct SharedOutbox {
+    inner: std::sync::Mutex<Outbox>,
+    notify: tokio::sync::Notify,
+}
+
+impl SharedOutbox {
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(outbox),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Runs `f` with the outbox locked.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Outbox) -> R) -> R {
+        // A panic while holding the lock leaves a consistent outbox (every
+        // method finishes its updates before anything can panic), so a
+        // poisoned lock is still safe to use.
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Numbers and stores `result`, then wakes the session. Returns its seq.
+    pub fn push(&self, result: CheckResult) -> u64 {
+        let seq = self.with(|o| o.push(result));
+        self.notify.notify_one();
+        seq
+    }
+
+    /// Resolves after the next [`SharedOutbox::push`] (or at once if one
+    /// happened since the last wait).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

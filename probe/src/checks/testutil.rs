@@ -99,14 +99,22 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// How long the server waits before answering.
+    pub delay: Duration,
 }
 
 impl Reply {
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+
     pub fn ok(body: impl Into<Bytes>) -> Self {
         Self {
             status: 200,
             headers: Vec::new(),
             body: body.into(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -115,6 +123,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -218,6 +227,7 @@ where
             tokio::time::sleep(Duration::from_millis(2)).await;
             let reply = handler(&info);
             seen.lock().unwrap().push(info);
+            tokio::time::sleep(reply.delay).await;
             let mut resp = hyper::Response::builder().status(reply.status);
             for (k, v) in &reply.headers {
                 resp = resp.header(k, v);
