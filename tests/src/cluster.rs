@@ -787,6 +787,23 @@ pub fn samples_for<'a>(
         .collect()
 }
 
+/// The DNS answer share of `class` (`old`, `new`, …) for `region` in
+/// `/metrics`: a `cutover_*share*` sample of `check` and `region` with a label
+/// whose value is `class`.
+pub fn metric_share(samples: &[Sample], check: &str, region: &str, class: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name.starts_with("cutover_")
+                && s.name.contains("share")
+                && s.has(&[("check", check), ("region", region)])
+                && s.labels
+                    .iter()
+                    .any(|(k, v)| v == class && k != "check" && k != "region")
+        })
+        .map(|s| s.value)
+}
+
 /// Waits until every (region, check, target) has at least `min` samples in
 /// `cutover status`; returns that reply.
 pub async fn wait_all_reported(

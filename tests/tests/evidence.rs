@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cutover_e2e::cluster::{
-    Options, REGIONS, World, check_status, checks, samples_for, wait_all_reported,
+    Options, REGIONS, World, check_status, checks, metric_share, samples_for, wait_all_reported,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +60,13 @@ async fn every_check_reports_for_every_region_and_target() {
         }
     }
     assert!(absent.is_empty(), "no cutover_* sample > 0 for: {absent:?}");
+    for region in REGIONS {
+        assert_eq!(
+            metric_share(&samples, checks::DNS, region, "old"),
+            Some(1.0),
+            "{region}: /metrics does not say 100 % of answers are old"
+        );
+    }
     assert!(
         samples
             .iter()

@@ -106,3 +106,93 @@ async fn missing_releases_on_new_fail_consistency_and_are_named() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_site_down_fails_new_only_and_recovers() {
+    let mut world = world_with(|_| {}).await;
+    wait_all_reported(&mut world, 2, Duration::from_secs(90))
+        .await
+        .unwrap();
+    world.infra.new.set_down(true);
+    let admin = world.coordinator.admin_target().unwrap();
+    let st = cutover_e2e::poll::until(
+        "every region to see the new site fail",
+        Duration::from_secs(60),
+        || {
+            let admin = admin.clone();
+            async move {
+                let st = cutover_e2e::admin::status(&admin).await?;
+                let all = REGIONS.iter().all(|r| {
+                    check_status(&st, r, checks::HTTP, "new").is_some_and(|c| c.failures >= 2)
+                });
+                Ok(all.then_some(st))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for region in REGIONS {
+        for check in [checks::HTTP, checks::ELM_PACKAGE, checks::TLS] {
+            let old = check_status(&st, region, check, "old").unwrap();
+            assert_eq!(
+                (old.failures, old.hard_failures),
+                (0, 0),
+                "{region}/{check}: the old site is up but reported {old:?}"
+            );
+        }
+        let new = check_status(&st, region, checks::HTTP, "new").unwrap();
+        assert!(
+            !new.last_error.is_empty(),
+            "{region}: failure without a reason"
+        );
+        // A server that is down is not corruption.
+        let install = check_status(&st, region, checks::ELM_PACKAGE, "new").unwrap();
+        assert_eq!(install.hard_failures, 0, "{region}: {install:?}");
+    }
+
+    // Back up: new checks succeed again (the latest run of each is a success).
+    world.infra.new.set_down(false);
+    let requests_before = world.infra.new.seen().len();
+    cutover_e2e::poll::until(
+        "probes to reach the new site again",
+        Duration::from_secs(60),
+        || {
+            let n = world.infra.new.seen().len();
+            async move { Ok((n > requests_before + 10).then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+    for p in world.probes.values_mut() {
+        p.proc.ensure_running().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_latency_on_new_shows_in_its_latency_only() {
+    let mut world = world_with(|w| w.infra.new.set_latency(Duration::from_millis(300))).await;
+    let st = wait_all_reported(&mut world, 3, Duration::from_secs(90))
+        .await
+        .unwrap();
+    for region in REGIONS {
+        let new = check_status(&st, region, checks::HTTP, "new").unwrap();
+        let old = check_status(&st, region, checks::HTTP, "old").unwrap();
+        // Every answer took ≥ 300 ms; the coordinator's quantiles are estimates
+        // (a few % relative error), so allow 10 %.
+        assert!(
+            new.p50_ms >= 270.0,
+            "{region}: new p50 {} ms with 300 ms added",
+            new.p50_ms
+        );
+        assert!(
+            new.p50_ms > old.p50_ms + 200.0,
+            "{region}: new p50 {} ms is not clearly above old p50 {} ms",
+            new.p50_ms,
+            old.p50_ms
+        );
+        assert_eq!(
+            new.failures, 0,
+            "{region}: 300 ms is slow, not failed: {new:?}"
+        );
+    }
+}

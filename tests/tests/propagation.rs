@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, check_status, checks};
+use cutover_e2e::cluster::{
+    Options, REGIONS, SITE_HOST, World, check_status, checks, metric_share,
+};
 
 /// TTL of the record before and after the switch.
 const TTL: u32 = 10;
@@ -127,6 +129,16 @@ async fn each_region_moves_to_new_when_its_cache_expires() {
     );
     assert!(became_new["asia"] <= became_new["australia"]);
     assert!(became_new["australia"] <= became_new["us"]);
+
+    // /metrics says the same.
+    let samples = world.coordinator.metrics().await.unwrap();
+    for region in REGIONS {
+        assert_eq!(
+            metric_share(&samples, checks::DNS, region, "new"),
+            Some(1.0),
+            "{region}: /metrics does not show the region on new"
+        );
+    }
 
     // The resolvers agree with what the coordinator shows.
     for region in REGIONS {
