@@ -27,7 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cutover-probe: cannot start the async runtime: {e}");
@@ -35,7 +38,8 @@ fn main() -> ExitCode {
         }
     };
     let outcome: anyhow::Result<()> = runtime.block_on(async {
-        let shutdown = cutover_probe::shutdown::on_signal().context("installing signal handlers")?;
+        let shutdown =
+            cutover_probe::shutdown::on_signal().context("installing signal handlers")?;
         cutover_probe::run(config, shutdown).await?;
         Ok(())
     });

@@ -64,7 +64,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             token: config.token.clone(),
             region: config.region.clone(),
             ca_file: config.ca_file.clone(),
-            capabilities: crate::checks::KINDS.iter().map(|s| (*s).to_owned()).collect(),
+            capabilities: crate::checks::KINDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             backoff: Backoff::default(),
         },
         outbox,

@@ -103,7 +103,11 @@ impl Scheduler {
 
     /// Replaces the running checks with those of `assignment`.
     pub async fn apply(&mut self, assignment: Assignment) {
-        if self.running.as_ref().is_some_and(|r| r.assignment == assignment) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.assignment == assignment)
+        {
             tracing::debug!(version = assignment.config_version, "assignment unchanged");
             return;
         }
@@ -303,7 +307,11 @@ mod tests {
         let outbox = Arc::new(SharedOutbox::new(Outbox::new(1000)));
         let mut s = Scheduler::new(env(), outbox.clone());
         let url = format!("http://site.test:{}/", server.addr.port());
-        s.apply(assignment(1, vec![http_spec("home", url.clone(), 100, 1000)])).await;
+        s.apply(assignment(
+            1,
+            vec![http_spec("home", url.clone(), 100, 1000)],
+        ))
+        .await;
         tokio::time::sleep(Duration::from_millis(350)).await;
         let got = results(&outbox);
         assert!(got.len() >= 4, "expected several ticks, got {}", got.len());
@@ -313,19 +321,30 @@ mod tests {
             t.sort();
             assert_eq!(t, vec![Target::Old as i32, Target::New as i32]);
         }
-        assert!(got.iter().all(|r| r.outcome == Outcome::Success as i32 && r.config_version == 1));
+        assert!(
+            got.iter()
+                .all(|r| r.outcome == Outcome::Success as i32 && r.config_version == 1)
+        );
         let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 
         // A new assignment: the old check stops, the new one runs and times out.
         let slow = format!("http://site.test:{}/slow", server.addr.port());
-        s.apply(assignment(2, vec![http_spec("slow", slow, 10_000, 100)])).await;
+        s.apply(assignment(2, vec![http_spec("slow", slow, 10_000, 100)]))
+            .await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         s.stop().await;
         let got = results(&outbox);
         assert!(!got.is_empty());
-        assert!(got.iter().all(|r| r.check_id == "slow" && r.config_version == 2), "{got:?}");
-        assert!(got.iter().all(|r| r.failure == FailureKind::Timeout as i32), "{got:?}");
+        assert!(
+            got.iter()
+                .all(|r| r.check_id == "slow" && r.config_version == 2),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().all(|r| r.failure == FailureKind::Timeout as i32),
+            "{got:?}"
+        );
         assert_eq!(got.len(), 2, "one tick, two targets");
     }
 
@@ -345,7 +364,11 @@ mod tests {
         s.apply(assignment(7, vec![spec])).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = results(&outbox);
-        assert_eq!(got.len(), 1, "re-sent assignment must not restart the check");
+        assert_eq!(
+            got.len(),
+            1,
+            "re-sent assignment must not restart the check"
+        );
         assert_eq!(got[0].failure, FailureKind::Unsupported as i32);
         s.stop().await;
     }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cutover_proto::v1::{
-    CoordinatorMessage, Heartbeat, Hello, ProbeMessage, ResultBatch, coordinator_message::Msg as In,
-    probe_message::Msg as Out, probe_service_client::ProbeServiceClient,
+    CoordinatorMessage, Heartbeat, Hello, ProbeMessage, ResultBatch,
+    coordinator_message::Msg as In, probe_message::Msg as Out,
+    probe_service_client::ProbeServiceClient,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -59,9 +60,15 @@ pub enum SessionError {
         message: String,
     },
     #[error("coordinator URL {coordinator:?}: {message}")]
-    Endpoint { coordinator: String, message: String },
+    Endpoint {
+        coordinator: String,
+        message: String,
+    },
     #[error("cannot read the CA file {path} for the coordinator connection: {source}")]
-    CaFile { path: PathBuf, source: std::io::Error },
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the token cannot be sent as gRPC metadata (it must be printable ASCII)")]
     BadToken,
 }
@@ -128,7 +135,9 @@ impl Session {
                 })?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| endpoint_err(e.to_string()))?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| endpoint_err(e.to_string()))?;
         }
         let auth = format!("Bearer {}", cfg.token)
             .parse::<MetadataValue<Ascii>>()
@@ -142,7 +151,11 @@ impl Session {
     }
 
     /// Runs until shutdown (after a best-effort flush) or a rejected token.
-    pub async fn run(&mut self, scheduler: &mut Scheduler, shutdown: CancellationToken) -> Result<(), SessionError> {
+    pub async fn run(
+        &mut self,
+        scheduler: &mut Scheduler,
+        shutdown: CancellationToken,
+    ) -> Result<(), SessionError> {
         let mut backoff = self.cfg.backoff.clone();
         // Set once shutdown was requested: the moment we stop trying to flush.
         let mut flush_deadline: Option<Instant> = None;
@@ -171,7 +184,9 @@ impl Session {
                 End::Drain(d) => {
                     tracing::info!(retry_after = ?d, "coordinator asked us to drain; reconnecting later");
                     // A little jitter so a drained fleet does not return at once.
-                    d + Duration::from_millis(fastrand::u64(0..=d.as_millis().min(5_000) as u64 / 10))
+                    d + Duration::from_millis(fastrand::u64(
+                        0..=d.as_millis().min(5_000) as u64 / 10,
+                    ))
                 }
                 End::Lost(why) => {
                     let d = backoff.next_delay();
@@ -194,14 +209,21 @@ impl Session {
     async fn begin_shutdown(&self, scheduler: &mut Scheduler) -> Instant {
         scheduler.stop().await;
         let pending = self.outbox.with(|o| o.pending());
-        tracing::info!(pending, "shutting down: checks stopped, flushing unacked results");
+        tracing::info!(
+            pending,
+            "shutting down: checks stopped, flushing unacked results"
+        );
         Instant::now() + FLUSH_GRACE
     }
 
     fn report_undelivered(&self) {
         let (pending, last) = self.outbox.with(|o| (o.pending(), o.last_produced()));
         if pending > 0 {
-            tracing::warn!(pending, last_seq = last, "exiting with results the coordinator has not acknowledged");
+            tracing::warn!(
+                pending,
+                last_seq = last,
+                "exiting with results the coordinator has not acknowledged"
+            );
         } else {
             tracing::info!(last_seq = last, "all results acknowledged");
         }
@@ -238,7 +260,8 @@ impl Session {
             return Ok(End::Lost("request stream closed before Hello".into()));
         }
         let mut req = tonic::Request::new(ReceiverStream::new(rx));
-        req.metadata_mut().insert("authorization", self.auth.clone());
+        req.metadata_mut()
+            .insert("authorization", self.auth.clone());
         let mut inbound = match client.session(req).await {
             Ok(r) => r.into_inner(),
             Err(s) => return self.status_end(s),
@@ -248,7 +271,9 @@ impl Session {
             Err(_) => return Ok(End::Lost(format!("no Welcome within {WELCOME_TIMEOUT:?}"))),
             Ok(Err(s)) => return self.status_end(s),
             Ok(Ok(None)) => return Ok(End::Lost("stream closed before Welcome".into())),
-            Ok(Ok(Some(CoordinatorMessage { msg: Some(In::Welcome(w)) }))) => w,
+            Ok(Ok(Some(CoordinatorMessage {
+                msg: Some(In::Welcome(w)),
+            }))) => w,
             Ok(Ok(Some(other))) => {
                 return Ok(End::Lost(format!("expected Welcome first, got {other:?}")));
             }
@@ -270,7 +295,8 @@ impl Session {
             pending = self.outbox.with(|o| o.pending()),
             "connected to coordinator {}", self.cfg.coordinator
         );
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
@@ -345,9 +371,345 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let part = c.to_string();
+        // Some layers repeat their source in their own message.
+        if !s.ends_with(&part) {
+            s.push_str(": ");
+            s.push_str(&part);
+        }
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use cutover_proto::v1::probe_service_server::{ProbeService, ProbeServiceServer};
+    use cutover_proto::v1::{
+        Ack, Assignment, CheckResult, CheckSpec, Drain, Site, Target, Welcome,
+    };
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+    use crate::checks::Sites;
+    use crate::checks::testutil::{TestCa, context};
+    use crate::outbox::Outbox;
+    use crate::scheduler::ProbeEnv;
+
+    /// A stand-in coordinator: checks the token, welcomes with the highest
+    /// stored seq, assigns, stores results deduplicated by seq and acks the
+    /// highest contiguous seq. `down` makes it refuse and cut sessions;
+    /// `drain_next` makes the next session get a Drain right after Welcome.
+    #[derive(Clone, Default)]
+    struct Fake {
+        token: String,
+        assignment: Assignment,
+        stored: Arc<Mutex<BTreeMap<u64, CheckResult>>>,
+        hellos: Arc<Mutex<Vec<Hello>>>,
+        down: Arc<Mutex<CancellationToken>>,
+        drain_next: Arc<Mutex<Option<u32>>>,
+        sessions: Arc<Mutex<u32>>,
+    }
+
+    impl Fake {
+        fn contiguous(stored: &BTreeMap<u64, CheckResult>) -> u64 {
+            let mut n = 0;
+            while stored.contains_key(&(n + 1)) {
+                n += 1;
+            }
+            n
+        }
+    }
+
+    type Stream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    #[tonic::codegen::async_trait]
+    impl ProbeService for Fake {
+        type SessionStream = Stream;
+
+        async fn session(
+            &self,
+            req: tonic::Request<tonic::Streaming<ProbeMessage>>,
+        ) -> Result<tonic::Response<Stream>, Status> {
+            let auth = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if auth != Some(&format!("Bearer {}", self.token)) {
+                return Err(Status::unauthenticated("unknown probe token"));
+            }
+            let down = self.down.lock().unwrap().clone();
+            if down.is_cancelled() {
+                return Err(Status::unavailable("coordinator restarting"));
+            }
+            *self.sessions.lock().unwrap() += 1;
+            let mut inbound = req.into_inner();
+            let (tx, rx) = mpsc::channel(64);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(Some(ProbeMessage {
+                    msg: Some(Out::Hello(h)),
+                })) = inbound.message().await
+                else {
+                    return;
+                };
+                me.hellos.lock().unwrap().push(h);
+                let stored_seq = me.stored.lock().unwrap().keys().max().copied().unwrap_or(0);
+                let send = |m: In| CoordinatorMessage { msg: Some(m) };
+                let _ = tx
+                    .send(Ok(send(In::Welcome(Welcome {
+                        probe_id: "p-1".into(),
+                        region: "test".into(),
+                        stored_seq,
+                        heartbeat_interval_ms: 100,
+                        max_batch_results: 3,
+                    }))))
+                    .await;
+                let drain = me.drain_next.lock().unwrap().take();
+                if let Some(ms) = drain {
+                    let _ = tx
+                        .send(Ok(send(In::Drain(Drain {
+                            reason: "maintenance".into(),
+                            retry_after_ms: ms,
+                        }))))
+                        .await;
+                    return;
+                }
+                let _ = tx
+                    .send(Ok(send(In::Assignment(me.assignment.clone()))))
+                    .await;
+                loop {
+                    tokio::select! {
+                        () = down.cancelled() => {
+                            let _ = tx.send(Err(Status::unavailable("coordinator going away"))).await;
+                            return;
+                        }
+                        m = inbound.message() => match m {
+                            Ok(Some(ProbeMessage { msg: Some(Out::Results(b)) })) => {
+                                assert!(b.results.len() <= 3, "batch larger than max_batch_results");
+                                let acked = {
+                                    let mut st = me.stored.lock().unwrap();
+                                    for r in b.results {
+                                        st.entry(r.seq).or_insert(r);
+                                    }
+                                    Fake::contiguous(&st)
+                                };
+                                let _ = tx.send(Ok(send(In::Ack(Ack { seq: acked })))).await;
+                            }
+                            Ok(Some(_)) => {}
+                            _ => return,
+                        }
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    async fn serve(fake: Fake) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ProbeServiceServer::new(fake))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    use std::net::SocketAddr;
+
+    fn assignment() -> Assignment {
+        // An unsupported check needs no network and still reports every tick.
+        Assignment {
+            config_version: 3,
+            old: Some(Site::default()),
+            new: Some(Site::default()),
+            checks: vec![CheckSpec {
+                id: "tick".into(),
+                kind: "quantum".into(),
+                targets: vec![Target::New as i32],
+                interval_ms: 100,
+                ..Default::default()
+            }],
+        }
+    }
+
+    struct Probe {
+        session: Session,
+        scheduler: Scheduler,
+        outbox: Arc<SharedOutbox>,
+    }
+
+    fn probe(addr: SocketAddr, token: &str, record: Option<&std::path::Path>) -> Probe {
+        let mut outbox = Outbox::new(1000);
+        if let Some(p) = record {
+            outbox = outbox.with_record_file(p).unwrap();
+        }
+        let outbox = Arc::new(SharedOutbox::new(outbox));
+        let ctx = context(TestCa::new().roots(), Sites::default(), None);
+        let scheduler = Scheduler::new(
+            ProbeEnv {
+                http: ctx.http,
+                authoritative_port: 53,
+                dns_timeout: Duration::from_secs(1),
+            },
+            outbox.clone(),
+        );
+        let session = Session::new(
+            SessionConfig {
+                coordinator: format!("http://{addr}"),
+                token: token.into(),
+                region: "test".into(),
+                ca_file: None,
+                capabilities: vec!["dns".into()],
+                backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+            },
+            outbox.clone(),
+        )
+        .unwrap();
+        Probe {
+            session,
+            scheduler,
+            outbox,
+        }
+    }
+
+    #[tokio::test]
+    async fn rejected_token_is_final_and_names_the_coordinator() {
+        let addr = serve(Fake {
+            token: "right".into(),
+            ..Default::default()
+        })
+        .await;
+        let mut p = probe(addr, "wrong", None);
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            p.session.run(&mut p.scheduler, CancellationToken::new()),
+        )
+        .await
+        .expect("a rejected token must not be retried")
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            SessionError::Rejected {
+                code: Code::Unauthenticated,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn results_survive_an_outage_exactly_once_and_flush_on_shutdown() {
+        let fake = Fake {
+            token: "t".into(),
+            assignment: assignment(),
+            ..Default::default()
+        };
+        let addr = serve(fake.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("produced.tsv");
+        let mut p = probe(addr, "t", Some(&record));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let f = fake.clone();
+        let driver = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Outage: cut the stream and refuse reconnects for a while.
+            f.down.lock().unwrap().cancel();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            *f.down.lock().unwrap() = CancellationToken::new();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            stop.cancel();
+        });
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            p.session.run(&mut p.scheduler, shutdown),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        driver.await.unwrap();
+
+        let last = p.outbox.with(|o| o.last_produced());
+        assert!(last >= 10, "only {last} results produced");
+        assert_eq!(p.outbox.with(|o| o.pending()), 0, "shutdown must flush");
+        let stored = fake.stored.lock().unwrap().clone();
+        let seqs: Vec<u64> = stored.keys().copied().collect();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "every seq stored, none lost"
+        );
+        assert!(*fake.sessions.lock().unwrap() >= 2, "probe reconnected");
+        let hellos = fake.hellos.lock().unwrap().clone();
+        assert_eq!(hellos[0].last_produced_seq, 0);
+        assert!(
+            hellos[1].last_produced_seq > 0,
+            "second Hello reports progress"
+        );
+        assert_eq!(hellos[0].region, "test");
+        // The record file lists exactly what was produced.
+        let lines = std::fs::read_to_string(&record).unwrap();
+        let want: String = (1..=last)
+            .map(|seq| format!("{seq}\ttick\tnew\tfailure\n"))
+            .collect();
+        assert_eq!(lines, want);
+    }
+
+    #[tokio::test]
+    async fn numbering_continues_after_the_stored_seq() {
+        let fake = Fake {
+            token: "t".into(),
+            assignment: assignment(),
+            ..Default::default()
+        };
+        fake.stored
+            .lock()
+            .unwrap()
+            .extend((1..=41).map(|s| (s, CheckResult::default())));
+        let addr = serve(fake.clone()).await;
+        let mut p = probe(addr, "t", None);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+        });
+        p.session.run(&mut p.scheduler, shutdown).await.unwrap();
+        let stored = fake.stored.lock().unwrap().clone();
+        assert_eq!(stored[&42].check_id, "tick", "first new result is seq 42");
+    }
+
+    #[tokio::test]
+    async fn drain_reconnects_after_retry_after() {
+        let fake = Fake {
+            token: "t".into(),
+            assignment: assignment(),
+            drain_next: Arc::new(Mutex::new(Some(300))),
+            ..Default::default()
+        };
+        let addr = serve(fake.clone()).await;
+        let mut p = probe(addr, "t", None);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let f = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(
+                *f.sessions.lock().unwrap(),
+                1,
+                "no reconnect before retry_after"
+            );
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            stop.cancel();
+        });
+        p.session.run(&mut p.scheduler, shutdown).await.unwrap();
+        assert_eq!(*fake.sessions.lock().unwrap(), 2);
+        assert!(!fake.stored.lock().unwrap().is_empty());
+    }
 }

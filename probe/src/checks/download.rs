@@ -35,7 +35,7 @@ impl DownloadCheck {
     async fn run_inner(&self, ctx: &CheckContext, target: Target) -> CheckOutcome {
         let route = match ctx.route(target) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(f) => return f.into(),
         };
         let resp = match ctx
             .http

@@ -13,7 +13,9 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Check, CheckContext, CheckOutcome, fetch_ok, hex, parse_json, parse_url, route_for};
+use super::{
+    Check, CheckContext, CheckOutcome, Failed, fetch_ok, hex, parse_json, parse_url, route_for,
+};
 use crate::net::{HttpRequest, Route};
 
 /// A validated `elm_package` check.
@@ -56,21 +58,16 @@ impl ElmPackageCheck {
         })
     }
 
-    fn url(&self, path: &str) -> Result<Url, CheckOutcome> {
+    fn url(&self, path: &str) -> Result<Url, Failed> {
         let base = self.registry.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}{path}")).map_err(|e| {
-            CheckOutcome::failure(
-                FailureKind::Internal,
-                format!("building URL {path}: {e}"),
-                None,
-            )
-        })
+        Url::parse(&format!("{base}{path}"))
+            .map_err(|e| Failed::new(FailureKind::Internal, format!("building URL {path}: {e}")))
     }
 
     async fn run_inner(&self, ctx: &CheckContext, target: Target) -> CheckOutcome {
         let route = match ctx.route(target) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(f) => return f.into(),
         };
         let mut detail = ElmPackageDetail {
             package: self.package.clone(),
@@ -79,10 +76,7 @@ impl ElmPackageCheck {
         };
         match self.flow(ctx, &route, &mut detail).await {
             Ok(()) => CheckOutcome::success(Some(Detail::ElmPackage(detail))),
-            Err(mut o) => {
-                o.detail = Some(Detail::ElmPackage(detail));
-                o
-            }
+            Err(f) => f.with_detail(Some(Detail::ElmPackage(detail))),
         }
     }
 
@@ -91,7 +85,7 @@ impl ElmPackageCheck {
         ctx: &CheckContext,
         route: &Route,
         d: &mut ElmPackageDetail,
-    ) -> Result<(), CheckOutcome> {
+    ) -> Result<(), Failed> {
         let pkg = &self.package;
 
         // 1. releases.json: the version must be published (and `latest` resolved).
@@ -106,21 +100,16 @@ impl ElmPackageCheck {
                 .max()
                 .map(|(_, v)| v.clone())
                 .ok_or_else(|| {
-                    CheckOutcome::failure(
-                        FailureKind::Missing,
-                        format!("{what}: no releases listed"),
-                        None,
-                    )
+                    Failed::new(FailureKind::Missing, format!("{what}: no releases listed"))
                 })?
         } else {
             self.version.clone()
         };
         d.version = version.clone();
         if !releases.contains_key(&version) {
-            return Err(CheckOutcome::failure(
+            return Err(Failed::new(
                 FailureKind::Missing,
                 format!("{what}: version {version} is not listed"),
-                None,
             ));
         }
 
@@ -135,10 +124,9 @@ impl ElmPackageCheck {
         d.expected_sha1 = expected.clone();
         d.archive_url = endpoint.url.clone();
         let archive_url = endpoint_url.join(&endpoint.url).map_err(|e| {
-            CheckOutcome::failure(
+            Failed::new(
                 FailureKind::Protocol,
                 format!("{what}: archive url {:?} is invalid: {e}", endpoint.url),
-                None,
             )
         })?;
 
@@ -158,14 +146,13 @@ impl ElmPackageCheck {
             hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &resp.body).as_ref());
         d.actual_sha1 = actual.clone();
         if actual != expected {
-            return Err(CheckOutcome::hard_failure(
+            return Err(Failed::hard(
                 FailureKind::HashMismatch,
                 format!(
                     "{what}: SHA-1 of {} ({} bytes) is {actual}, endpoint.json says {expected}",
                     resp.url,
                     resp.body.len()
                 ),
-                None,
             ));
         }
 

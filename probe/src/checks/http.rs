@@ -74,7 +74,7 @@ impl HttpCheck {
     async fn run_inner(&self, ctx: &CheckContext, target: Target) -> CheckOutcome {
         let route = match ctx.route(target) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(f) => return f.into(),
         };
         let req = HttpRequest {
             method: self.method.clone(),

@@ -84,6 +84,53 @@ impl CheckOutcome {
     }
 }
 
+/// A failed step before there is a detail to attach: small, so it can travel
+/// in `Result::Err` through `?`; [`Failed::with_detail`] makes the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub outcome: Outcome,
+    pub failure: FailureKind,
+    pub error: String,
+}
+
+impl Failed {
+    pub fn new(failure: FailureKind, error: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Failure,
+            failure,
+            error: error.into(),
+        }
+    }
+
+    /// Corruption: never noise.
+    pub fn hard(failure: FailureKind, error: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::HardFailure,
+            ..Self::new(failure, error)
+        }
+    }
+
+    /// A network failure, classified by phase.
+    pub fn net(e: &NetError) -> Self {
+        Self::new(e.failure_kind(), e.to_string())
+    }
+
+    pub fn with_detail(self, detail: Option<Detail>) -> CheckOutcome {
+        CheckOutcome {
+            outcome: self.outcome,
+            failure: self.failure,
+            error: self.error,
+            detail,
+        }
+    }
+}
+
+impl From<Failed> for CheckOutcome {
+    fn from(f: Failed) -> Self {
+        f.with_detail(None)
+    }
+}
+
 /// Site addresses from the assignment, parsed once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sites {
@@ -128,24 +175,22 @@ pub struct CheckContext {
 
 impl CheckContext {
     /// The route for `target`: pinned to the site's addresses, or resolved.
-    pub fn route(&self, target: Target) -> Result<Route, CheckOutcome> {
+    pub fn route(&self, target: Target) -> Result<Route, Failed> {
         let (addrs, name) = match target {
             Target::Old => (&self.sites.old, "old"),
             Target::New => (&self.sites.new, "new"),
             Target::Dns => return Ok(Route::Resolve),
             Target::Unspecified => {
-                return Err(CheckOutcome::failure(
+                return Err(Failed::new(
                     FailureKind::Unsupported,
                     "check has target unspecified",
-                    None,
                 ));
             }
         };
         if addrs.is_empty() {
-            return Err(CheckOutcome::failure(
+            return Err(Failed::new(
                 FailureKind::Internal,
                 format!("target {name}: the assignment lists no address for site {name}"),
-                None,
             ));
         }
         Ok(Route::Pinned(addrs.clone()))
@@ -268,6 +313,34 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
+/// Sends `req` and insists on status 200; `what` names the step in errors
+/// (e.g. "endpoint.json of elm/core@1.0.5").
+pub async fn fetch_ok(
+    ctx: &CheckContext,
+    req: crate::net::HttpRequest,
+    what: &str,
+) -> Result<crate::net::HttpResponse, Failed> {
+    let url = req.url.clone();
+    let resp = ctx.http.send(req).await.map_err(|e| Failed::net(&e))?;
+    if resp.status != 200 {
+        return Err(Failed::new(
+            FailureKind::HttpStatus,
+            format!("{what}: {url} answered {}", resp.status),
+        ));
+    }
+    Ok(resp)
+}
+
+/// Parses a JSON body, as a `Protocol` failure naming the step when it is not.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failed> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failed::new(
+            FailureKind::Protocol,
+            format!("{what}: not the expected JSON: {e}"),
+        )
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -325,41 +398,4 @@ mod tests {
             Route::Resolve
         );
     }
-}
-
-/// Sends `req` and insists on status 200; `what` names the step in errors
-/// (e.g. "endpoint.json of elm/core@1.0.5").
-pub async fn fetch_ok(
-    ctx: &CheckContext,
-    req: crate::net::HttpRequest,
-    what: &str,
-) -> Result<crate::net::HttpResponse, CheckOutcome> {
-    let url = req.url.clone();
-    let resp = ctx
-        .http
-        .send(req)
-        .await
-        .map_err(|e| CheckOutcome::net(&e, None))?;
-    if resp.status != 200 {
-        return Err(CheckOutcome::failure(
-            FailureKind::HttpStatus,
-            format!("{what}: {url} answered {}", resp.status),
-            None,
-        ));
-    }
-    Ok(resp)
-}
-
-/// Parses a JSON body, as a `Protocol` failure naming the step when it is not.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    what: &str,
-) -> Result<T, CheckOutcome> {
-    serde_json::from_slice(body).map_err(|e| {
-        CheckOutcome::failure(
-            FailureKind::Protocol,
-            format!("{what}: not the expected JSON: {e}"),
-            None,
-        )
-    })
 }

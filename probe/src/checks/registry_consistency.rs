@@ -11,7 +11,7 @@ use cutover_proto::v1::{
 use futures_util::future::BoxFuture;
 use url::Url;
 
-use super::{Check, CheckContext, CheckOutcome, fetch_ok, parse_json, parse_url};
+use super::{Check, CheckContext, CheckOutcome, Failed, fetch_ok, parse_json, parse_url};
 use crate::net::HttpRequest;
 
 /// How many missing releases are listed by name in the detail.
@@ -38,7 +38,7 @@ impl ConsistencyCheck {
         &self,
         ctx: &CheckContext,
         target: Target,
-    ) -> Result<BTreeSet<String>, CheckOutcome> {
+    ) -> Result<BTreeSet<String>, Failed> {
         let route = ctx.route(target)?;
         let what = format!("POST /all-packages on {}", target.label());
         let resp = fetch_ok(
@@ -62,7 +62,7 @@ impl ConsistencyCheck {
         .await;
         let (old, new) = match (old, new) {
             (Ok(o), Ok(n)) => (o, n),
-            (Err(e), _) | (_, Err(e)) => return e,
+            (Err(e), _) | (_, Err(e)) => return e.into(),
         };
         let missing: Vec<&String> = old.difference(&new).collect();
         let detail = ConsistencyDetail {

@@ -43,7 +43,7 @@ impl TlsCheck {
     async fn run_inner(&self, ctx: &CheckContext, target: Target) -> CheckOutcome {
         let route = match ctx.route(target) {
             Ok(r) => r,
-            Err(o) => return o,
+            Err(f) => return f.into(),
         };
         let mut timings = Timings::default();
         let (tcp, addr) = match ctx
