@@ -94,16 +94,25 @@ pub struct Bound {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// Accept queue length: after a coordinator restart thousands of probes
+/// reconnect at about the same time, and the default (1024) would reset some.
+const BACKLOG: u32 = 8192;
+
 async fn bind(
     what: &'static str,
     addr: SocketAddr,
 ) -> Result<(TcpListener, SocketAddr), ServeError> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { what, addr, source })?;
-    let real = l
-        .local_addr()
-        .map_err(|source| ServeError::Bind { what, addr, source })?;
+    let err = |source| ServeError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let l = socket.listen(BACKLOG).map_err(err)?;
+    let real = l.local_addr().map_err(err)?;
     Ok((l, real))
 }
 

@@ -290,3 +290,40 @@ async fn oversized_message_ends_only_that_session() {
     drop((big, fine));
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_open_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let mut adm = admin(srv.admin, &admin_token(dir.path())).await;
+    let e = adm
+        .enrol_probe(v1::EnrolProbeRequest {
+            region: "us".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut s = open(srv.probe, &e.token).await.unwrap();
+    s.welcome().await;
+    s.send(vec![result(1, "home", v1::Target::New)]).await;
+    assert_eq!(s.ack().await, 1);
+
+    srv.stop.cancel();
+    match s.next().await {
+        v1::coordinator_message::Msg::Drain(d) => {
+            assert!(d.retry_after_ms > 0);
+            assert!(d.reason.contains("shutting down"), "{}", d.reason);
+        }
+        other => panic!("expected Drain, got {other:?}"),
+    }
+    // The probe hangs up after a Drain; the server then stops well within its grace period.
+    drop(s);
+    let started = std::time::Instant::now();
+    srv.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
