@@ -39,6 +39,8 @@ impl AddrBlock {
     /// Claims a free block, removing whatever a crashed earlier owner left behind.
     pub fn acquire() -> anyhow::Result<Self> {
         fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep);
         let start = fastrand::u8(0..COUNT);
         for i in 0..COUNT {
             let n = FIRST + (start + i) % COUNT;
@@ -49,9 +51,7 @@ impl AddrBlock {
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            #[allow(clippy::incompatible_msrv)] // std file locks: Rust 1.89; tests only.
-            let locked = file.try_lock().is_ok();
-            if !locked {
+            if !try_lock(&file) {
                 continue;
             }
             let block = AddrBlock {
@@ -60,7 +60,7 @@ impl AddrBlock {
                 added: Mutex::new(Vec::new()),
                 pids_path: PathBuf::from(format!("{LOCK_DIR}/block-{n}.pids")),
             };
-            block.clear_leftovers()?;
+            clear_leftovers(n)?;
             tracing::info!(block = %format!("127.{n}.0.0/24"), "claimed address block");
             return Ok(block);
         }
@@ -111,36 +111,38 @@ impl AddrBlock {
             tracing::warn!(%e, "could not record pid {pid}");
         }
     }
+}
 
-    fn clear_leftovers(&self) -> anyhow::Result<()> {
-        if let Ok(pids) = fs::read_to_string(&self.pids_path) {
-            for pid in pids.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                // Only processes this harness starts; a recycled pid of anything
-                // else is left alone.
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                let block_arg = format!("127.{}.0.", self.n);
-                let ours = ["named", "unbound", "cutover"]
-                    .iter()
-                    .any(|b| cmdline.contains(b))
-                    && (cmdline.contains(&block_arg) || cmdline.contains("cutover-e2e"));
-                if ours {
-                    tracing::warn!(pid, "killing leftover process of a crashed test");
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-            }
-            let _ = fs::remove_file(&self.pids_path);
-        }
-        for ip in addresses_on_lo()? {
-            if ip.octets()[1] == self.n {
-                tracing::warn!(%ip, "removing leftover address of a crashed test");
-                del_addr(ip);
+/// Kills processes and removes addresses a crashed owner of block `n` left.
+fn clear_leftovers(n: u8) -> anyhow::Result<()> {
+    let pids_path = PathBuf::from(format!("{LOCK_DIR}/block-{n}.pids"));
+    if let Ok(pids) = fs::read_to_string(&pids_path) {
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            // Only processes this harness starts; a recycled pid of anything
+            // else is left alone.
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let block_arg = format!("127.{}.0.", n);
+            let ours = ["named", "unbound", "cutover"]
+                .iter()
+                .any(|b| cmdline.contains(b))
+                && (cmdline.contains(&block_arg) || cmdline.contains("cutover-e2e"));
+            if ours {
+                tracing::warn!(pid, "killing leftover process of a crashed test");
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
-        Ok(())
+        let _ = fs::remove_file(&pids_path);
     }
+    for ip in addresses_on_lo()? {
+        if ip.octets()[1] == n {
+            tracing::warn!(%ip, "removing leftover address of a crashed test");
+            del_addr(ip);
+        }
+    }
+    Ok(())
 }
 
 impl Drop for AddrBlock {
@@ -155,6 +157,32 @@ impl Drop for AddrBlock {
             del_addr(ip);
         }
         let _ = fs::remove_file(&self.pids_path);
+    }
+}
+
+#[allow(clippy::incompatible_msrv)] // std file locks: Rust 1.89; tests only.
+fn try_lock(file: &File) -> bool {
+    file.try_lock().is_ok()
+}
+
+/// Once per test binary: clean every block nobody holds, so what a SIGKILLed
+/// test binary left behind does not wait for its block to be drawn again.
+fn sweep() {
+    let on_lo = addresses_on_lo().unwrap_or_default();
+    for n in FIRST..FIRST + COUNT {
+        let pids = PathBuf::from(format!("{LOCK_DIR}/block-{n}.pids"));
+        if !pids.exists() && !on_lo.iter().any(|ip| ip.octets()[1] == n) {
+            continue;
+        }
+        let path = format!("{LOCK_DIR}/block-{n}.lock");
+        let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        if try_lock(&file)
+            && let Err(e) = clear_leftovers(n)
+        {
+            tracing::warn!(%e, "cleaning block {n}");
+        }
     }
 }
 
