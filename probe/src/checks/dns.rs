@@ -306,102 +306,11 @@ impl Check for DnsCheck {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::str::FromStr;
-    use std::sync::{Arc, Mutex};
-
-    use hickory_proto::op::{Message, ResponseCode};
-    use hickory_proto::rr::Record;
-    use hickory_proto::rr::rdata::{A, NS, SOA};
     use tokio::net::UdpSocket;
 
     use super::*;
-    use crate::checks::testutil::{TestCa, context};
+    use crate::checks::testutil::{TestCa, context, dns_responder as responder};
     use cutover_proto::v1::Outcome;
-
-    /// A tiny DNS server on 127.0.0.1:0: a fixed table of answers; records the
-    /// RD flag of each query so the test can tell recursive from iterative.
-    struct Responder {
-        addr: SocketAddr,
-        rd_seen: Arc<Mutex<Vec<(String, bool)>>>,
-    }
-
-    fn name(s: &str) -> Name {
-        Name::from_str(s).unwrap()
-    }
-
-    async fn responder() -> Responder {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let rd_seen = Arc::new(Mutex::new(Vec::new()));
-        let seen = rd_seen.clone();
-        let mut a: HashMap<String, (Vec<&str>, u32)> = HashMap::new();
-        a.insert("www.elm.test.".into(), (vec!["127.0.0.20"], 287));
-        a.insert(
-            "mixed.elm.test.".into(),
-            (vec!["127.0.0.10", "127.0.0.20"], 60),
-        );
-        a.insert("stray.elm.test.".into(), (vec!["127.0.0.99"], 60));
-        a.insert("ns1.elm.test.".into(), (vec!["127.0.0.1"], 3600));
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                let req = Message::from_vec(&buf[..n]).unwrap();
-                let q = req.queries[0].clone();
-                let qname = q.name.to_string().to_ascii_lowercase();
-                seen.lock()
-                    .unwrap()
-                    .push((qname.clone(), req.metadata.recursion_desired));
-                let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
-                resp.metadata.recursion_desired = req.metadata.recursion_desired;
-                resp.add_query(q.clone());
-                match (qname.as_str(), q.query_type) {
-                    ("elm.test.", RecordType::NS) => {
-                        resp.add_answer(Record::from_rdata(
-                            name("elm.test."),
-                            3600,
-                            RData::NS(NS(name("ns1.elm.test."))),
-                        ));
-                    }
-                    ("elm.test.", RecordType::SOA) => {
-                        let soa = SOA::new(
-                            name("ns1.elm.test."),
-                            name("admin.elm.test."),
-                            2026112701,
-                            3600,
-                            600,
-                            86400,
-                            60,
-                        );
-                        resp.add_answer(Record::from_rdata(
-                            name("elm.test."),
-                            3600,
-                            RData::SOA(soa),
-                        ));
-                    }
-                    (n, RecordType::A) if a.contains_key(n) => {
-                        let (ips, ttl) = &a[n];
-                        for ip in ips {
-                            resp.add_answer(Record::from_rdata(
-                                q.name.clone(),
-                                *ttl,
-                                RData::A(A(ip.parse().unwrap())),
-                            ));
-                        }
-                    }
-                    ("servfail.elm.test.", _) => {
-                        resp.metadata.response_code = ResponseCode::ServFail
-                    }
-                    _ => resp.metadata.response_code = ResponseCode::NXDomain,
-                }
-                let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
-            }
-        });
-        Responder { addr, rd_seen }
-    }
 
     fn sites() -> Sites {
         Sites {
@@ -523,6 +432,23 @@ mod tests {
             .await;
         assert_eq!(out.failure, FailureKind::Dns);
         assert!(out.error.contains("no response"), "{}", out.error);
+    }
+
+    #[tokio::test]
+    async fn truncated_udp_answer_is_retried_over_tcp() {
+        let r = responder().await;
+        let ctx = context(TestCa::new().roots(), sites(), Some(r.addr));
+        let out = DnsCheck::new(&params("big.elm.test"))
+            .unwrap()
+            .run(&ctx, Target::Dns)
+            .await;
+        assert_eq!(out.outcome, Outcome::Success, "{out:?}");
+        let a = &detail(&out).answers[0];
+        assert_eq!(
+            (a.addresses.clone(), a.ttl),
+            (vec!["127.0.0.20".to_owned()], 99)
+        );
+        assert!(r.tcp_queries() >= 1);
     }
 
     #[test]

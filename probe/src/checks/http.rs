@@ -152,6 +152,7 @@ impl Check for HttpCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Sites;
     use crate::checks::testutil::{Reply, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
@@ -278,6 +279,52 @@ mod tests {
         let out = HttpCheck::new(&p).unwrap().run(&ctx, Target::Old).await;
         assert_eq!(out.failure, FailureKind::Protocol);
         assert!(out.error.contains("redirects"), "{}", out.error);
+    }
+
+    #[tokio::test]
+    async fn target_dns_resolves_and_cross_host_redirect_drops_the_pin() {
+        let dns = crate::checks::testutil::dns_responder().await;
+        let server = TestServer::start(None, |s| match s.path.as_str() {
+            "/start" => Reply::status(307).header(
+                "location",
+                &format!(
+                    "http://other.test:{}/end",
+                    s.headers["host"].rsplit(':').next().unwrap()
+                ),
+            ),
+            "/end" => Reply::ok("arrived"),
+            _ => Reply::status(404),
+        })
+        .await;
+        // Target dns: site.test resolves (via the test resolver) to 127.0.0.1.
+        let ctx = context(TestCa::new().roots(), Sites::default(), Some(dns.addr));
+        let p = params(format!("http://site.test:{}/end", server.addr.port()));
+        let out = HttpCheck::new(&p).unwrap().run(&ctx, Target::Dns).await;
+        assert_eq!(out.outcome, Outcome::Success, "{out:?}");
+        assert!(http_detail(&out).timings.unwrap().resolve_us > 0);
+
+        // Pinned for site.test; the redirect to other.test must be resolved
+        // through DNS rather than follow the pin.
+        let ctx = context(
+            TestCa::new().roots(),
+            sites("127.0.0.1", "127.0.0.1"),
+            Some(dns.addr),
+        );
+        let p = params(format!("http://site.test:{}/start", server.addr.port()));
+        let out = HttpCheck::new(&p).unwrap().run(&ctx, Target::New).await;
+        assert_eq!(out.outcome, Outcome::Success, "{out:?}");
+        let seen = server.requests();
+        assert_eq!(
+            seen.last().unwrap().headers["host"],
+            format!("other.test:{}", server.addr.port())
+        );
+        assert!(
+            dns.rd_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(n, _)| n == "other.test.")
+        );
     }
 
     #[test]

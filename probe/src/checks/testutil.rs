@@ -261,3 +261,145 @@ pub fn sites(old: &str, new: &str) -> Sites {
         new: vec![new.parse().unwrap()],
     }
 }
+
+/// A tiny DNS server on 127.0.0.1 (UDP and TCP on the same port 0 port) with a
+/// fixed zone `elm.test.`; records the RD flag of each query so tests can tell
+/// recursive from iterative queries. `big.elm.test.` is truncated over UDP.
+pub struct DnsResponder {
+    pub addr: SocketAddr,
+    pub rd_seen: Arc<Mutex<Vec<(String, bool)>>>,
+    tcp: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DnsResponder {
+    pub fn tcp_queries(&self) -> usize {
+        self.tcp.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn dns_name(s: &str) -> hickory_proto::rr::Name {
+    hickory_proto::rr::Name::from_ascii(s).unwrap()
+}
+
+fn dns_answer(req: &hickory_proto::op::Message, tcp: bool) -> hickory_proto::op::Message {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::rdata::{A, NS, SOA};
+    use hickory_proto::rr::{RData, Record, RecordType};
+
+    let q = req.queries[0].clone();
+    let qname = q.name.to_string().to_ascii_lowercase();
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.add_query(q.clone());
+    let a_records: &[(&str, &[&str], u32)] = &[
+        ("www.elm.test.", &["127.0.0.20"], 287),
+        ("mixed.elm.test.", &["127.0.0.10", "127.0.0.20"], 60),
+        ("stray.elm.test.", &["127.0.0.99"], 60),
+        ("ns1.elm.test.", &["127.0.0.1"], 3600),
+        ("big.elm.test.", &["127.0.0.20"], 99),
+        ("site.test.", &["127.0.0.1"], 30),
+        ("other.test.", &["127.0.0.1"], 30),
+    ];
+    match (qname.as_str(), q.query_type) {
+        ("big.elm.test.", _) if !tcp => resp.metadata.truncation = true,
+        ("elm.test.", RecordType::NS) => {
+            resp.add_answer(Record::from_rdata(
+                dns_name("elm.test."),
+                3600,
+                RData::NS(NS(dns_name("ns1.elm.test."))),
+            ));
+        }
+        ("elm.test.", RecordType::SOA) => {
+            let soa = SOA::new(
+                dns_name("ns1.elm.test."),
+                dns_name("admin.elm.test."),
+                2026112701,
+                3600,
+                600,
+                86400,
+                60,
+            );
+            resp.add_answer(Record::from_rdata(
+                dns_name("elm.test."),
+                3600,
+                RData::SOA(soa),
+            ));
+        }
+        ("servfail.elm.test.", _) => resp.metadata.response_code = ResponseCode::ServFail,
+        (n, t) => match a_records.iter().find(|(name, _, _)| *name == n) {
+            Some((_, ips, ttl)) => {
+                if t == RecordType::A {
+                    for ip in *ips {
+                        resp.add_answer(Record::from_rdata(
+                            q.name.clone(),
+                            *ttl,
+                            RData::A(A(ip.parse().unwrap())),
+                        ));
+                    }
+                }
+            }
+            None => resp.metadata.response_code = ResponseCode::NXDomain,
+        },
+    }
+    resp
+}
+
+/// Starts a [`DnsResponder`].
+pub async fn dns_responder() -> DnsResponder {
+    use hickory_proto::op::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // UDP and TCP must share the port; retry if TCP finds it taken.
+    let (udp, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
+            break (udp, tcp);
+        }
+    };
+    let addr = udp.local_addr().unwrap();
+    let rd_seen = Arc::new(Mutex::new(Vec::new()));
+    let tcp_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = rd_seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                return;
+            };
+            let req = Message::from_vec(&buf[..n]).unwrap();
+            seen.lock().unwrap().push((
+                req.queries[0].name.to_string().to_ascii_lowercase(),
+                req.metadata.recursion_desired,
+            ));
+            let _ = udp
+                .send_to(&dns_answer(&req, false).to_vec().unwrap(), peer)
+                .await;
+        }
+    });
+    let count = tcp_count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = tcp.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(len) = s.read_u16().await else { return };
+                let mut buf = vec![0u8; usize::from(len)];
+                if s.read_exact(&mut buf).await.is_err() {
+                    return;
+                }
+                let req = Message::from_vec(&buf).unwrap();
+                let out = dns_answer(&req, true).to_vec().unwrap();
+                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&out);
+                let _ = s.write_all(&framed).await;
+            });
+        }
+    });
+    DnsResponder {
+        addr,
+        rd_seen,
+        tcp: tcp_count,
+    }
+}
