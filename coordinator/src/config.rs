@@ -1330,7 +1330,11 @@ registry_url = "https://package.elm-lang.org"
         let p = one(&format!(
             "{HEAD}\n[[checks]]\nid = \"h\"\nkind = \"http\"\n"
         ));
-        assert_eq!(p.line, 11, "{p}");
+        assert_eq!(
+            (p.line, p.column),
+            (11, 1),
+            "points at the [[checks]] table: {p}"
+        );
         assert!(p.message.contains("needs `url`"), "{p}");
     }
 
@@ -1341,6 +1345,26 @@ registry_url = "https://package.elm-lang.org"
         ));
         assert_eq!((p.line, p.column), (14, 1), "{p}");
         assert!(p.message.contains("unknown field `hots`"), "{p}");
+    }
+
+    #[test]
+    fn dns_checks_only_target_dns() {
+        let p = one(&format!(
+            "{HEAD}\n[[checks]]\nid = \"d\"\nkind = \"dns\"\nname = \"x\"\ntargets = [\"dns\", \"new\"]\n"
+        ));
+        assert_eq!((p.line, p.column), (15, 19), "{p}");
+        assert!(p.message.contains("only target is \"dns\""), "{p}");
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let text = HEAD.replace(
+            "listen = \"127.0.0.1:0\"\nadmin",
+            "listen = \"localhost:7443\"\nadmin",
+        );
+        let p = one(&text);
+        assert_eq!((p.line, p.column), (2, 10), "{p}");
+        assert!(p.message.contains("expected IP:PORT"), "{p}");
     }
 
     #[test]
