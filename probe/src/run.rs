@@ -69,6 +69,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 .map(|s| (*s).to_owned())
                 .collect(),
             backoff: Backoff::default(),
+            flush_grace: crate::session::FLUSH_GRACE,
         },
         outbox,
     )?;

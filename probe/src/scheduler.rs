@@ -149,11 +149,15 @@ impl Scheduler {
     }
 
     /// Stops every check and waits for the tasks to end. A run in flight is
-    /// abandoned without a result.
-    pub async fn stop(&mut self) {
-        if let Some(mut r) = self.running.take() {
-            r.cancel.cancel();
-            while r.tasks.join_next().await.is_some() {}
+    /// abandoned without a result. Returns whether anything was running.
+    pub async fn stop(&mut self) -> bool {
+        match self.running.take() {
+            Some(mut r) => {
+                r.cancel.cancel();
+                while r.tasks.join_next().await.is_some() {}
+                true
+            }
+            None => false,
         }
     }
 }

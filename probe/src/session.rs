@@ -44,6 +44,8 @@ pub struct SessionConfig {
     pub ca_file: Option<PathBuf>,
     pub capabilities: Vec<String>,
     pub backoff: Backoff,
+    /// How long a shutdown may spend delivering unacked results ([`FLUSH_GRACE`]).
+    pub flush_grace: Duration,
 }
 
 /// Why the session ended for good.
@@ -156,37 +158,52 @@ impl Session {
         scheduler: &mut Scheduler,
         shutdown: CancellationToken,
     ) -> Result<(), SessionError> {
+        // Fires FLUSH_GRACE after shutdown was requested, wherever we are then
+        // (connecting, waiting for Welcome, waiting for acks, backing off).
+        let hard_stop = CancellationToken::new();
+        let timer = {
+            let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
+            let grace = self.cfg.flush_grace;
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+                hard_stop.cancel();
+            })
+        };
+        let result = self.run_until(scheduler, &shutdown, &hard_stop).await;
+        timer.abort();
+        if result.is_ok() {
+            self.report_undelivered();
+        }
+        result
+    }
+
+    async fn run_until(
+        &mut self,
+        scheduler: &mut Scheduler,
+        shutdown: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), SessionError> {
         let mut backoff = self.cfg.backoff.clone();
-        // Set once shutdown was requested: the moment we stop trying to flush.
-        let mut flush_deadline: Option<Instant> = None;
         loop {
-            if flush_deadline.is_none() && shutdown.is_cancelled() {
-                flush_deadline = Some(self.begin_shutdown(scheduler).await);
-            }
-            if let Some(deadline) = flush_deadline
-                && (self.outbox.with(|o| o.pending()) == 0 || Instant::now() >= deadline)
-            {
-                self.report_undelivered();
-                return Ok(());
-            }
-            let attempt = self.connect_once(scheduler, &shutdown, flush_deadline, &mut backoff);
-            let end = match flush_deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, attempt)
-                    .await
-                    .unwrap_or(Ok(End::Shutdown))?,
-                None => attempt.await?,
-            };
-            let delay = match end {
-                End::Shutdown => {
-                    self.report_undelivered();
+            if shutdown.is_cancelled() {
+                self.stop_checks(scheduler).await;
+                if self.outbox.with(|o| o.pending()) == 0 {
                     return Ok(());
                 }
+            }
+            let end = tokio::select! {
+                biased;
+                () = hard_stop.cancelled() => return Ok(()),
+                r = self.connect_once(scheduler, shutdown, &mut backoff) => r?,
+            };
+            let delay = match end {
+                End::Shutdown => return Ok(()),
                 End::Drain(d) => {
                     tracing::info!(retry_after = ?d, "coordinator asked us to drain; reconnecting later");
                     // A little jitter so a drained fleet does not return at once.
-                    d + Duration::from_millis(fastrand::u64(
-                        0..=d.as_millis().min(5_000) as u64 / 10,
-                    ))
+                    let spread = u64::try_from(d.as_millis() / 10).unwrap_or(500).min(500);
+                    d + Duration::from_millis(fastrand::u64(0..=spread))
                 }
                 End::Lost(why) => {
                     let d = backoff.next_delay();
@@ -194,26 +211,30 @@ impl Session {
                     d
                 }
             };
-            if flush_deadline.is_some() {
-                // Shutting down: retry at once, the deadline bounds us.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+            // While shutting down, retry quickly: the hard stop bounds us.
+            let delay = if shutdown.is_cancelled() {
+                delay.min(Duration::from_millis(100))
+            } else {
+                delay
+            };
             tokio::select! {
-                () = shutdown.cancelled() => {}
+                () = hard_stop.cancelled() => return Ok(()),
+                () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
                 () = tokio::time::sleep(delay) => {}
             }
         }
     }
 
-    async fn begin_shutdown(&self, scheduler: &mut Scheduler) -> Instant {
-        scheduler.stop().await;
-        let pending = self.outbox.with(|o| o.pending());
-        tracing::info!(
-            pending,
-            "shutting down: checks stopped, flushing unacked results"
-        );
-        Instant::now() + FLUSH_GRACE
+    /// Stops the checks (once) so the outbox only shrinks from here on.
+    async fn stop_checks(&self, scheduler: &mut Scheduler) {
+        if scheduler.stop().await {
+            let pending = self.outbox.with(|o| o.pending());
+            tracing::info!(
+                pending,
+                grace = ?self.cfg.flush_grace,
+                "shutting down: checks stopped, flushing unacked results"
+            );
+        }
     }
 
     fn report_undelivered(&self) {
@@ -245,9 +266,10 @@ impl Session {
         &self,
         scheduler: &mut Scheduler,
         shutdown: &CancellationToken,
-        mut flush_deadline: Option<Instant>,
         backoff: &mut Backoff,
     ) -> Result<End, SessionError> {
+        // Draining: checks are stopped, we only deliver what is pending.
+        let mut draining = shutdown.is_cancelled();
         let channel: Channel = match self.endpoint.connect().await {
             Ok(c) => c,
             Err(e) => return Ok(End::Lost(format!("connecting: {}", error_chain(&e)))),
@@ -313,12 +335,13 @@ impl Session {
                     return Ok(End::Lost("request stream closed".into()));
                 }
             }
-            if flush_deadline.is_some() && self.outbox.with(|o| o.pending()) == 0 {
+            if draining && self.outbox.with(|o| o.pending()) == 0 {
                 return Ok(End::Shutdown);
             }
             tokio::select! {
-                () = shutdown.cancelled(), if flush_deadline.is_none() => {
-                    flush_deadline = Some(self.begin_shutdown(scheduler).await);
+                () = shutdown.cancelled(), if !draining => {
+                    self.stop_checks(scheduler).await;
+                    draining = true;
                 }
                 () = self.outbox.wait() => {}
                 _ = heartbeat.tick() => {
@@ -339,7 +362,7 @@ impl Session {
                     Ok(Some(CoordinatorMessage { msg: Some(m) })) => match m {
                         In::Ack(a) => self.outbox.with(|o| o.ack(a.seq)),
                         In::Assignment(a) => {
-                            if flush_deadline.is_none() {
+                            if !draining {
                                 scheduler.apply(a).await;
                             }
                         }
@@ -412,6 +435,8 @@ mod tests {
         down: Arc<Mutex<CancellationToken>>,
         drain_next: Arc<Mutex<Option<u32>>>,
         sessions: Arc<Mutex<u32>>,
+        /// Store nothing and never ack (a coordinator whose database hangs).
+        no_ack: bool,
     }
 
     impl Fake {
@@ -488,6 +513,7 @@ mod tests {
                             return;
                         }
                         m = inbound.message() => match m {
+                            Ok(Some(ProbeMessage { msg: Some(Out::Results(_)) })) if me.no_ack => {}
                             Ok(Some(ProbeMessage { msg: Some(Out::Results(b)) })) => {
                                 assert!(b.results.len() <= 3, "batch larger than max_batch_results");
                                 let acked = {
@@ -567,6 +593,7 @@ mod tests {
                 ca_file: None,
                 capabilities: vec!["dns".into()],
                 backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+                flush_grace: Duration::from_millis(400),
             },
             outbox.clone(),
         )
@@ -683,6 +710,37 @@ mod tests {
         p.session.run(&mut p.scheduler, shutdown).await.unwrap();
         let stored = fake.stored.lock().unwrap().clone();
         assert_eq!(stored[&42].check_id, "tick", "first new result is seq 42");
+    }
+
+    #[tokio::test]
+    async fn shutdown_gives_up_after_the_grace_period_when_nothing_is_acked() {
+        let fake = Fake {
+            token: "t".into(),
+            assignment: assignment(),
+            no_ack: true,
+            ..Default::default()
+        };
+        let addr = serve(fake.clone()).await;
+        let mut p = probe(addr, "t", None);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            p.session.run(&mut p.scheduler, shutdown),
+        )
+        .await
+        .expect("shutdown must not wait for acks forever")
+        .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(650),
+            "gave up before the grace period"
+        );
+        assert!(p.outbox.with(|o| o.pending()) > 0);
     }
 
     #[tokio::test]
