@@ -11,6 +11,7 @@ use std::time::Duration;
 use cutover_e2e::cluster::{Options, Produced, World};
 use cutover_e2e::poll;
 use cutover_e2e::store;
+use cutover_proto::v1::Outcome;
 
 fn max_produced(world: &World) -> BTreeMap<String, u64> {
     world
@@ -97,6 +98,13 @@ fn assert_exactly_once(world: &World, upto: &BTreeMap<String, u64>) {
             .into_iter()
             .map(|p| (p.seq, p))
             .collect();
+        // A probe numbers its results 1, 2, 3, … without gaps.
+        let seqs: Vec<u64> = produced.keys().copied().collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{region}: produced seqs are not 1..=n"
+        );
         let have = seen.get(id).cloned().unwrap_or_default();
         let lost: Vec<u64> = produced
             .keys()
@@ -113,6 +121,13 @@ fn assert_exactly_once(world: &World, upto: &BTreeMap<String, u64>) {
                 if let Some(p) = produced.get(&r.seq) {
                     assert_eq!(p.check, r.check_id, "{region}#{}", r.seq);
                     assert_eq!(p.target, r.target().label(), "{region}#{}", r.seq);
+                    let outcome = match r.outcome() {
+                        Outcome::Success => "success",
+                        Outcome::Failure => "failure",
+                        Outcome::HardFailure => "hard_failure",
+                        Outcome::Unspecified => "unspecified",
+                    };
+                    assert_eq!(p.outcome, outcome, "{region}#{}", r.seq);
                 }
             }
         }
@@ -121,7 +136,13 @@ fn assert_exactly_once(world: &World, upto: &BTreeMap<String, u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_crash_loses_nothing_and_counts_nothing_twice() {
-    let mut world = World::build(Options::default()).await.unwrap();
+    // Plaintext here (the other tests use TLS), so both coordinator modes run.
+    let mut world = World::build(Options {
+        coordinator_tls: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     world.wait_connected(Duration::from_secs(60)).await.unwrap();
 
     // Some results stored before the crash.
