@@ -189,11 +189,22 @@ fn out(msg: Out) -> Result<v1::CoordinatorMessage, Status> {
     Ok(v1::CoordinatorMessage { msg: Some(msg) })
 }
 
-fn classify(status: &Status) -> &'static str {
-    if status.message().contains("too large") {
-        reject::OVERSIZED
-    } else {
-        reject::MALFORMED
+/// Sorts a stream error: a message we refused (counted under its reason) or a
+/// probe that went away (not the probe's fault, not counted as a rejection).
+fn stream_error(status: Status) -> Result<Ended, SessionError> {
+    match status.code() {
+        // tonic's decoder: "decoded message length too large".
+        tonic::Code::OutOfRange => {
+            m::rejected(reject::OVERSIZED);
+            Err(SessionError::Transport(status))
+        }
+        // Undecodable protobuf, bad compression flag.
+        tonic::Code::Internal | tonic::Code::InvalidArgument => {
+            m::rejected(reject::MALFORMED);
+            Err(SessionError::Transport(status))
+        }
+        // Reset, cancelled, connection lost.
+        _ => Ok(Ended::Lost),
     }
 }
 
@@ -203,6 +214,8 @@ enum Ended {
     Closed,
     /// Shutdown: Drain was sent.
     Drained,
+    /// The connection broke (reset, probe killed, network).
+    Lost,
 }
 
 async fn run_session(
@@ -221,10 +234,7 @@ async fn run_session(
             return finish(&tx, Err(SessionError::NotHello)).await;
         }
         Ok(Ok(None)) => return finish(&tx, Ok(Ended::Closed)).await,
-        Ok(Err(status)) => {
-            m::rejected(classify(&status));
-            return finish(&tx, Err(SessionError::Transport(status))).await;
-        }
+        Ok(Err(status)) => return finish(&tx, stream_error(status)).await,
         Err(_) => return finish(&tx, Err(SessionError::HelloTimeout)).await,
     };
     if hello.region != probe.region && !hello.region.is_empty() {
@@ -259,6 +269,7 @@ async fn finish(tx: &Outbox, result: Result<Ended, SessionError>) {
     let outcome = match &result {
         Ok(Ended::Closed) => "closed",
         Ok(Ended::Drained) => "drained",
+        Ok(Ended::Lost) => "lost",
         Err(SessionError::Replaced) => "replaced",
         Err(_) => "error",
     };
@@ -365,10 +376,7 @@ async fn session(
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(Ended::Closed),
-            Err(status) => {
-                m::rejected(classify(&status));
-                return Err(SessionError::Transport(status));
-            }
+            Err(status) => return stream_error(status),
         };
         let now = now_ms();
         deadline = tokio::time::Instant::now() + idle;

@@ -128,8 +128,14 @@ pub async fn bind_all(config: Config, install_metrics: bool) -> Result<Bound, Se
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir)?);
     let (admin_token, created) = auth::ensure_admin_token(&data_dir)?;
+    let token_path = data_dir.join(auth::ADMIN_TOKEN_FILE);
     if created {
-        tracing::info!(path = %data_dir.join(auth::ADMIN_TOKEN_FILE).display(), "created admin token file");
+        tracing::info!(path = %token_path.display(), "created admin token file");
+    } else if let Ok(meta) = std::fs::metadata(&token_path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %token_path.display(), "admin token file is readable by other users; chmod 600 it");
+        }
     }
     let (probe_listener, probe_addr) = bind("probe service", config.server.listen).await?;
     let (admin_listener, admin_addr) = bind("admin service", config.server.admin_listen).await?;
