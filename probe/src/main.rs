@@ -1,6 +1,7 @@
 //! `cutover-probe`: parse the command line, set up TLS and logging, run the
 //! probe, and turn the outcome into an exit status a person can act on.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,6 +16,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in journald or files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // One TLS stack for everything (tonic, checks): rustls with ring. Installing
     // fails only if a provider is already installed, which is fine.

@@ -77,13 +77,16 @@ impl Outbox {
             && let Some(old) = self.pending.pop_front()
         {
             self.dropped += 1;
-            tracing::warn!(
-                seq = old.seq,
-                check = %old.check_id,
-                dropped_total = self.dropped,
-                capacity = self.capacity,
-                "outbox full: dropping the oldest unacked result"
-            );
+            // Rate-limited: a probe cut off for days would otherwise log every result.
+            if self.dropped.is_power_of_two() || self.dropped.is_multiple_of(10_000) {
+                tracing::warn!(
+                    seq = old.seq,
+                    check = %old.check_id,
+                    dropped_total = self.dropped,
+                    capacity = self.capacity,
+                    "outbox full: dropping the oldest unacked results"
+                );
+            }
         }
         self.pending.push_back(result);
         seq

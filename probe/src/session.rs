@@ -33,6 +33,8 @@ pub const FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for `Welcome` after opening the stream.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// A session that lasted this long resets the reconnect backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BATCH: usize = 500;
 
 /// Where and as whom to connect.
@@ -301,7 +303,10 @@ impl Session {
             }
         };
         self.outbox.with(|o| o.on_welcome(welcome.stored_seq));
-        backoff.reset();
+        // Only a session that stays up counts as recovery: a coordinator that
+        // welcomes and then drops us at once must not get a tight retry loop.
+        let welcomed = Instant::now();
+        let mut backoff_reset = false;
         let max_batch = match welcome.max_batch_results {
             0 => DEFAULT_MAX_BATCH,
             n => n as usize,
@@ -337,6 +342,10 @@ impl Session {
             }
             if draining && self.outbox.with(|o| o.pending()) == 0 {
                 return Ok(End::Shutdown);
+            }
+            if !backoff_reset && welcomed.elapsed() >= HEALTHY_AFTER {
+                backoff.reset();
+                backoff_reset = true;
             }
             tokio::select! {
                 () = shutdown.cancelled(), if !draining => {

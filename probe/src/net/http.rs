@@ -409,12 +409,14 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(http_err)?;
-    // The connection task ends when the response is read (Connection: close).
-    tokio::spawn(async move {
+    // The connection is driven by its own task; the guard ends it when this
+    // exchange finishes or is dropped (e.g. by the check's timeout), so a
+    // stalled server cannot keep sockets open behind our back.
+    let _conn = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "check connection ended with an error");
         }
-    });
+    }));
 
     let path = match req.url.query() {
         Some(q) => format!("{}?{q}", req.url.path()),
@@ -482,6 +484,15 @@ where
         timings,
         url: req.url.clone(),
     })
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn insert(headers: &mut HeaderMap, name: http::HeaderName, value: &str) {
