@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub max_batch_results: u32,
     /// URL volunteers' probes use to reach `listen`, printed by `cutover probe enrol`.
     pub public_url: Option<String>,
+    /// Stored result batches older than this are deleted.
+    pub retention: Duration,
 }
 
 /// PEM files for the listeners' TLS.
@@ -283,6 +285,7 @@ pub mod raw {
         pub heartbeat_interval: Option<Spanned<String>>,
         pub max_batch_results: Option<Spanned<i64>>,
         pub public_url: Option<Spanned<String>>,
+        pub retention: Option<Spanned<String>>,
     }
 
     /// `[sites]`.
@@ -394,7 +397,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Parses a duration such as `10s`, `500ms`, `2m`, `1h` or `1m30s`.
+/// Parses a duration such as `10s`, `500ms`, `2m`, `1h`, `7d` or `1m30s`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -421,6 +424,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
             _ => return None,
         };
         total = total.checked_add(d)?;
@@ -688,10 +692,30 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let retention = match &s.retention {
+            Some(v) => self.duration("retention", v).and_then(|d| {
+                let min = window.unwrap_or(Duration::from_secs(60));
+                if d < min {
+                    self.problem(
+                        v.span(),
+                        format!(
+                            "`retention` {:?} is shorter than the window ({}s): the windows are rebuilt from stored results after a restart",
+                            v.get_ref(),
+                            min.as_secs()
+                        ),
+                    );
+                    None
+                } else {
+                    Some(d)
+                }
+            }),
+            None => Some(Duration::from_secs(7 * 86_400)),
+        };
         if !ok {
             return None;
         }
         Some(ServerConfig {
+            retention: retention?,
             listen: listen?,
             admin_listen: admin_listen?,
             metrics_listen: metrics_listen?,
@@ -1273,6 +1297,7 @@ registry_url = "https://package.elm-lang.org"
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("10x"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration(""), None);

@@ -237,6 +237,8 @@ impl Bound {
             tracing::info!(results = replayed, "windows rebuilt from stored batches");
         }
 
+        spawn_retention(self.store.clone(), cfg.server.retention, shutdown.clone());
+
         // Evidence outlives the sessions a little: it stops when the writer does.
         let evidence_stop = CancellationToken::new();
         let (evidence_tx, evidence_rx) = mpsc::channel(1024);
@@ -416,6 +418,29 @@ fn spawn_reload_on_sighup(
                 Err(e) => {
                     tracing::error!("config reload refused, keeping the running config:\n{e}")
                 }
+            }
+        }
+    });
+}
+
+/// Deletes stored batches older than `retention`, at start and every 10 minutes,
+/// so a long soak does not fill the disk. The probe registry (and each probe's
+/// stored seq, which dedupe relies on) is never pruned.
+fn spawn_retention(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = now_ms() - retention.as_millis() as i64;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.prune(before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(batches = n, "deleted result batches past retention"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention pruning failed"),
+                Err(e) => tracing::warn!(error = %e, "retention task failed"),
             }
         }
     });

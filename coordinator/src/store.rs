@@ -129,6 +129,8 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batches: &[BatchWrite]) -> Result<(), StoreError>;
     /// Batches received at or after `since_ms`, oldest first.
     fn batches_since(&self, since_ms: i64) -> Result<Vec<StoredBatch>, StoreError>;
+    /// Deletes batches received before `before_ms`; returns how many.
+    fn prune(&self, before_ms: i64) -> Result<usize, StoreError>;
 }
 
 /// The embedded SQLite store (WAL, `synchronous=NORMAL`).
@@ -345,6 +347,15 @@ impl Store for SqliteStore {
         tx.commit().map_err(sql("committing result batches"))
     }
 
+    fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM result_batches WHERE received_unix_ms < ?1",
+            params![before_ms],
+        )
+        .map_err(sql("deleting old result batches"))
+    }
+
     fn batches_since(&self, since_ms: i64) -> Result<Vec<StoredBatch>, StoreError> {
         let conn = self.conn()?;
         let mut st = conn
@@ -442,5 +453,13 @@ mod tests {
         assert_eq!(batches.len(), 1, "an empty payload stores no row");
         assert_eq!(batches[0].region, "us");
         assert!(s.batches_since(101).unwrap().is_empty());
+        assert_eq!(s.prune(100).unwrap(), 0, "kept: received at 100");
+        assert_eq!(s.prune(101).unwrap(), 1);
+        assert!(s.batches_since(0).unwrap().is_empty());
+        assert_eq!(
+            s.probe(&id).unwrap().unwrap().stored_seq,
+            7,
+            "pruning keeps the seq"
+        );
     }
 }
