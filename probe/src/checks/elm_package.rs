@@ -122,13 +122,14 @@ impl ElmPackageCheck {
         let endpoint: Endpoint = parse_json(&resp.body, &what)?;
         let expected = endpoint.hash.trim().to_ascii_lowercase();
         d.expected_sha1 = expected.clone();
-        d.archive_url = endpoint.url.clone();
         let archive_url = endpoint_url.join(&endpoint.url).map_err(|e| {
             Failed::new(
                 FailureKind::Protocol,
                 format!("{what}: archive url {:?} is invalid: {e}", endpoint.url),
             )
         })?;
+
+        d.archive_url = archive_url.to_string();
 
         // 3. The archive; an archive on the registry's own host stays pinned.
         let archive_route = route_for(&endpoint_url, route, &archive_url);
@@ -309,6 +310,62 @@ mod tests {
             (Outcome::Failure, FailureKind::Missing),
             "{out:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn archive_on_another_host_is_resolved_not_pinned() {
+        let ca = TestCa::new();
+        let dns = crate::checks::testutil::dns_responder().await;
+        let archive = b"zipball bytes".to_vec();
+        let hash = sha1_hex(&archive);
+        let server = TestServer::start(
+            Some(ca.server_config(&["package.elm.test", "other.test"], 90)),
+            move |s: &Seen| {
+                let port = s.headers["host"]
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                match s.path.as_str() {
+                    "/packages/elm/core/releases.json" => Reply::ok(r#"{"1.0.5":1}"#),
+                    "/packages/elm/core/1.0.5/endpoint.json" => Reply::ok(format!(
+                        r#"{{"url":"https://other.test:{port}/zipball","hash":"{hash}"}}"#
+                    )),
+                    "/zipball" => Reply::ok(archive.clone()),
+                    "/all-packages" => Reply::ok("{}"),
+                    _ => Reply::status(404),
+                }
+            },
+        )
+        .await;
+        let ctx = context(ca.roots(), sites("127.0.0.1", "127.0.0.1"), Some(dns.addr));
+        let out = check(server.addr.port(), "1.0.5")
+            .run(&ctx, Target::New)
+            .await;
+        assert_eq!(out.outcome, Outcome::Success, "{out:?}");
+        let d = detail(&out);
+        assert!(
+            d.archive_url.starts_with("https://other.test:"),
+            "{}",
+            d.archive_url
+        );
+        assert!(
+            d.archive_timings.unwrap().resolve_us > 0,
+            "other.test was looked up"
+        );
+        assert!(
+            dns.rd_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(n, _)| n == "other.test.")
+        );
+        let zip = server
+            .requests()
+            .into_iter()
+            .find(|s| s.path == "/zipball")
+            .unwrap();
+        assert_eq!(zip.sni.as_deref(), Some("other.test"));
     }
 
     #[test]
