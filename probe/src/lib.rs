@@ -18,6 +18,9 @@ pub mod session;
 pub mod shutdown;
 pub mod trust;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 pub use config::{Cli, Config};
 pub use run::{RunError, run};
 

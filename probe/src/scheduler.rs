@@ -254,8 +254,8 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::testutil::{Reply, TestCa, TestServer, context};
     use crate::outbox::Outbox;
+    use crate::testutil::{Reply, TestCa, TestServer, context};
     use cutover_proto::v1::{HttpParams, Outcome, Site, check_spec::Params};
 
     fn env() -> ProbeEnv {

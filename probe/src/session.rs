@@ -416,147 +416,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    use cutover_proto::v1::probe_service_server::{ProbeService, ProbeServiceServer};
-    use cutover_proto::v1::{
-        Ack, Assignment, CheckResult, CheckSpec, Drain, Site, Target, Welcome,
-    };
-    use tokio_stream::wrappers::TcpListenerStream;
+    use cutover_proto::v1::{Assignment, CheckResult, CheckSpec, Site, Target};
 
     use super::*;
     use crate::checks::Sites;
-    use crate::checks::testutil::{TestCa, context};
     use crate::outbox::Outbox;
     use crate::scheduler::ProbeEnv;
-
-    /// A stand-in coordinator: checks the token, welcomes with the highest
-    /// stored seq, assigns, stores results deduplicated by seq and acks the
-    /// highest contiguous seq. `down` makes it refuse and cut sessions;
-    /// `drain_next` makes the next session get a Drain right after Welcome.
-    #[derive(Clone, Default)]
-    struct Fake {
-        token: String,
-        assignment: Assignment,
-        stored: Arc<Mutex<BTreeMap<u64, CheckResult>>>,
-        hellos: Arc<Mutex<Vec<Hello>>>,
-        down: Arc<Mutex<CancellationToken>>,
-        drain_next: Arc<Mutex<Option<u32>>>,
-        sessions: Arc<Mutex<u32>>,
-        /// Store nothing and never ack (a coordinator whose database hangs).
-        no_ack: bool,
-    }
-
-    impl Fake {
-        fn contiguous(stored: &BTreeMap<u64, CheckResult>) -> u64 {
-            let mut n = 0;
-            while stored.contains_key(&(n + 1)) {
-                n += 1;
-            }
-            n
-        }
-    }
-
-    type Stream = ReceiverStream<Result<CoordinatorMessage, Status>>;
-
-    #[tonic::codegen::async_trait]
-    impl ProbeService for Fake {
-        type SessionStream = Stream;
-
-        async fn session(
-            &self,
-            req: tonic::Request<tonic::Streaming<ProbeMessage>>,
-        ) -> Result<tonic::Response<Stream>, Status> {
-            let auth = req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            if auth != Some(&format!("Bearer {}", self.token)) {
-                return Err(Status::unauthenticated("unknown probe token"));
-            }
-            let down = self.down.lock().unwrap().clone();
-            if down.is_cancelled() {
-                return Err(Status::unavailable("coordinator restarting"));
-            }
-            *self.sessions.lock().unwrap() += 1;
-            let mut inbound = req.into_inner();
-            let (tx, rx) = mpsc::channel(64);
-            let me = self.clone();
-            tokio::spawn(async move {
-                let Ok(Some(ProbeMessage {
-                    msg: Some(Out::Hello(h)),
-                })) = inbound.message().await
-                else {
-                    return;
-                };
-                me.hellos.lock().unwrap().push(h);
-                let stored_seq = me.stored.lock().unwrap().keys().max().copied().unwrap_or(0);
-                let send = |m: In| CoordinatorMessage { msg: Some(m) };
-                let _ = tx
-                    .send(Ok(send(In::Welcome(Welcome {
-                        probe_id: "p-1".into(),
-                        region: "test".into(),
-                        stored_seq,
-                        heartbeat_interval_ms: 100,
-                        max_batch_results: 3,
-                    }))))
-                    .await;
-                let drain = me.drain_next.lock().unwrap().take();
-                if let Some(ms) = drain {
-                    let _ = tx
-                        .send(Ok(send(In::Drain(Drain {
-                            reason: "maintenance".into(),
-                            retry_after_ms: ms,
-                        }))))
-                        .await;
-                    return;
-                }
-                let _ = tx
-                    .send(Ok(send(In::Assignment(me.assignment.clone()))))
-                    .await;
-                loop {
-                    tokio::select! {
-                        () = down.cancelled() => {
-                            let _ = tx.send(Err(Status::unavailable("coordinator going away"))).await;
-                            return;
-                        }
-                        m = inbound.message() => match m {
-                            Ok(Some(ProbeMessage { msg: Some(Out::Results(_)) })) if me.no_ack => {}
-                            Ok(Some(ProbeMessage { msg: Some(Out::Results(b)) })) => {
-                                assert!(b.results.len() <= 3, "batch larger than max_batch_results");
-                                let acked = {
-                                    let mut st = me.stored.lock().unwrap();
-                                    for r in b.results {
-                                        st.entry(r.seq).or_insert(r);
-                                    }
-                                    Fake::contiguous(&st)
-                                };
-                                let _ = tx.send(Ok(send(In::Ack(Ack { seq: acked })))).await;
-                            }
-                            Ok(Some(_)) => {}
-                            _ => return,
-                        }
-                    }
-                }
-            });
-            Ok(tonic::Response::new(ReceiverStream::new(rx)))
-        }
-    }
-
-    async fn serve(fake: Fake) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(ProbeServiceServer::new(fake))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        addr
-    }
+    use crate::testutil::{TestCa, context};
 
     use std::net::SocketAddr;
 
+    use crate::testutil::{Fake, serve_coordinator as serve};
     fn assignment() -> Assignment {
         // An unsupported check needs no network and still reports every tick.
         Assignment {
@@ -616,10 +488,13 @@ mod tests {
 
     #[tokio::test]
     async fn rejected_token_is_final_and_names_the_coordinator() {
-        let addr = serve(Fake {
-            token: "right".into(),
-            ..Default::default()
-        })
+        let addr = serve(
+            Fake {
+                token: "right".into(),
+                ..Default::default()
+            },
+            None,
+        )
         .await;
         let mut p = probe(addr, "wrong", None);
         let err = tokio::time::timeout(
@@ -646,7 +521,7 @@ mod tests {
             assignment: assignment(),
             ..Default::default()
         };
-        let addr = serve(fake.clone()).await;
+        let addr = serve(fake.clone(), None).await;
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("produced.tsv");
         let mut p = probe(addr, "t", Some(&record));
@@ -708,7 +583,7 @@ mod tests {
             .lock()
             .unwrap()
             .extend((1..=41).map(|s| (s, CheckResult::default())));
-        let addr = serve(fake.clone()).await;
+        let addr = serve(fake.clone(), None).await;
         let mut p = probe(addr, "t", None);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -729,7 +604,7 @@ mod tests {
             no_ack: true,
             ..Default::default()
         };
-        let addr = serve(fake.clone()).await;
+        let addr = serve(fake.clone(), None).await;
         let mut p = probe(addr, "t", None);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -760,7 +635,7 @@ mod tests {
             drain_next: Arc::new(Mutex::new(Some(300))),
             ..Default::default()
         };
-        let addr = serve(fake.clone()).await;
+        let addr = serve(fake.clone(), None).await;
         let mut p = probe(addr, "t", None);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

@@ -76,7 +76,7 @@ pub fn client_config(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::testutil::TestCa;
+    use crate::testutil::TestCa;
 
     #[test]
     fn ca_file_roots_are_added() {

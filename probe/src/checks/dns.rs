@@ -309,7 +309,7 @@ mod tests {
     use tokio::net::UdpSocket;
 
     use super::*;
-    use crate::checks::testutil::{TestCa, context, dns_responder as responder};
+    use crate::testutil::{TestCa, context, dns_responder as responder};
     use cutover_proto::v1::Outcome;
 
     fn sites() -> Sites {

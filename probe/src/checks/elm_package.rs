@@ -187,7 +187,7 @@ impl Check for ElmPackageCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::testutil::{Reply, Seen, TestCa, TestServer, context, sites};
+    use crate::testutil::{Reply, Seen, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
     fn sha1_hex(b: &[u8]) -> String {
@@ -315,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn archive_on_another_host_is_resolved_not_pinned() {
         let ca = TestCa::new();
-        let dns = crate::checks::testutil::dns_responder().await;
+        let dns = crate::testutil::dns_responder().await;
         let archive = b"zipball bytes".to_vec();
         let hash = sha1_hex(&archive);
         let server = TestServer::start(

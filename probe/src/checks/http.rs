@@ -153,7 +153,7 @@ impl Check for HttpCheck {
 mod tests {
     use super::*;
     use crate::checks::Sites;
-    use crate::checks::testutil::{Reply, TestCa, TestServer, context, sites};
+    use crate::testutil::{Reply, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
     fn params(url: String) -> HttpParams {
@@ -283,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn target_dns_resolves_and_cross_host_redirect_drops_the_pin() {
-        let dns = crate::checks::testutil::dns_responder().await;
+        let dns = crate::testutil::dns_responder().await;
         let server = TestServer::start(None, |s| match s.path.as_str() {
             "/start" => Reply::status(307).header(
                 "location",

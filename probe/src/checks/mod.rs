@@ -342,9 +342,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
 }
 
 #[cfg(test)]
-pub(crate) mod testutil;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -120,7 +120,7 @@ impl Check for ConsistencyCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::testutil::{Reply, TestCa, TestServer, context, sites};
+    use crate::testutil::{Reply, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
     #[tokio::test]

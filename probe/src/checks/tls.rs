@@ -205,7 +205,7 @@ impl Check for TlsCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::testutil::{Reply, TestCa, TestServer, context, sites};
+    use crate::testutil::{Reply, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
     fn check(port: u16, min_days: u32) -> TlsCheck {

@@ -16,7 +16,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
-use super::{CheckContext, Sites};
+use crate::checks::{CheckContext, Sites};
 use crate::net::{HttpClient, SystemResolver};
 
 /// A private CA that signs server certificates for test hostnames.
@@ -43,6 +43,19 @@ impl TestCa {
         let mut roots = RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
         roots
+    }
+
+    /// A certificate for `names` signed by this CA: (certificate PEM, key PEM).
+    pub fn issue_pem(&self, names: &[&str]) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A server configuration for `names`, valid for `days` from now (negative = expired).
@@ -402,4 +415,153 @@ pub async fn dns_responder() -> DnsResponder {
         rd_seen,
         tcp: tcp_count,
     }
+}
+
+// ---- a stand-in coordinator ----
+
+use std::collections::BTreeMap;
+
+use cutover_proto::v1::coordinator_message::Msg as In;
+use cutover_proto::v1::probe_message::Msg as Out;
+use cutover_proto::v1::probe_service_server::{ProbeService, ProbeServiceServer};
+use cutover_proto::v1::{
+    Ack, Assignment, CheckResult, CoordinatorMessage, Drain, Hello, ProbeMessage, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+/// A stand-in coordinator: checks the token, welcomes with the highest
+/// stored seq, assigns, stores results deduplicated by seq and acks the
+/// highest contiguous seq. `down` makes it refuse and cut sessions;
+/// `drain_next` makes the next session get a Drain right after Welcome.
+#[derive(Clone, Default)]
+pub struct Fake {
+    pub token: String,
+    pub assignment: Assignment,
+    pub stored: Arc<Mutex<BTreeMap<u64, CheckResult>>>,
+    pub hellos: Arc<Mutex<Vec<Hello>>>,
+    pub down: Arc<Mutex<CancellationToken>>,
+    pub drain_next: Arc<Mutex<Option<u32>>>,
+    pub sessions: Arc<Mutex<u32>>,
+    /// Store nothing and never ack (a coordinator whose database hangs).
+    pub no_ack: bool,
+}
+
+impl Fake {
+    fn contiguous(stored: &BTreeMap<u64, CheckResult>) -> u64 {
+        let mut n = 0;
+        while stored.contains_key(&(n + 1)) {
+            n += 1;
+        }
+        n
+    }
+}
+
+type Stream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+#[tonic::codegen::async_trait]
+impl ProbeService for Fake {
+    type SessionStream = Stream;
+
+    async fn session(
+        &self,
+        req: tonic::Request<tonic::Streaming<ProbeMessage>>,
+    ) -> Result<tonic::Response<Stream>, Status> {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if auth != Some(&format!("Bearer {}", self.token)) {
+            return Err(Status::unauthenticated("unknown probe token"));
+        }
+        let down = self.down.lock().unwrap().clone();
+        if down.is_cancelled() {
+            return Err(Status::unavailable("coordinator restarting"));
+        }
+        *self.sessions.lock().unwrap() += 1;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(Some(ProbeMessage {
+                msg: Some(Out::Hello(h)),
+            })) = inbound.message().await
+            else {
+                return;
+            };
+            me.hellos.lock().unwrap().push(h);
+            let stored_seq = me.stored.lock().unwrap().keys().max().copied().unwrap_or(0);
+            let send = |m: In| CoordinatorMessage { msg: Some(m) };
+            let _ = tx
+                .send(Ok(send(In::Welcome(Welcome {
+                    probe_id: "p-1".into(),
+                    region: "test".into(),
+                    stored_seq,
+                    heartbeat_interval_ms: 100,
+                    max_batch_results: 3,
+                }))))
+                .await;
+            let drain = me.drain_next.lock().unwrap().take();
+            if let Some(ms) = drain {
+                let _ = tx
+                    .send(Ok(send(In::Drain(Drain {
+                        reason: "maintenance".into(),
+                        retry_after_ms: ms,
+                    }))))
+                    .await;
+                return;
+            }
+            let _ = tx
+                .send(Ok(send(In::Assignment(me.assignment.clone()))))
+                .await;
+            loop {
+                tokio::select! {
+                    () = down.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("coordinator going away"))).await;
+                        return;
+                    }
+                    m = inbound.message() => match m {
+                        Ok(Some(ProbeMessage { msg: Some(Out::Results(_)) })) if me.no_ack => {}
+                        Ok(Some(ProbeMessage { msg: Some(Out::Results(b)) })) => {
+                            assert!(b.results.len() <= 3, "batch larger than max_batch_results");
+                            let acked = {
+                                let mut st = me.stored.lock().unwrap();
+                                for r in b.results {
+                                    st.entry(r.seq).or_insert(r);
+                                }
+                                Fake::contiguous(&st)
+                            };
+                            let _ = tx.send(Ok(send(In::Ack(Ack { seq: acked })))).await;
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return,
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Serves `fake` on 127.0.0.1:0, over TLS with `identity` (cert PEM, key PEM) when given.
+pub async fn serve_coordinator(fake: Fake, identity: Option<(String, String)>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = identity {
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .unwrap();
+    }
+    tokio::spawn(
+        builder
+            .add_service(ProbeServiceServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
 }
