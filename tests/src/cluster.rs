@@ -672,6 +672,25 @@ impl Probe {
         let pdir = dir.join(format!("probe-{region}"));
         std::fs::create_dir_all(&pdir)?;
         let produced_file = pdir.join("produced.tsv");
+        Self::start_recording_to(region, id, token, coordinator, infra, &produced_file, block)
+    }
+
+    /// Like [`Probe::start`], with the `--record-produced` file given (its
+    /// directory also holds the output logs).
+    pub fn start_recording_to(
+        region: &str,
+        id: Option<String>,
+        token: String,
+        coordinator: &Coordinator,
+        infra: &Infra,
+        produced_file: &Path,
+        block: &AddrBlock,
+    ) -> anyhow::Result<Self> {
+        let pdir = produced_file
+            .parent()
+            .context("record file has no directory")?
+            .to_path_buf();
+        let produced_file = produced_file.to_path_buf();
         let resolver = infra
             .resolvers
             .get(region)

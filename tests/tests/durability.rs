@@ -216,3 +216,95 @@ async fn coordinator_crash_loses_nothing_and_counts_nothing_twice() {
     wait_stored(&world, &all, Duration::from_secs(15)).await;
     assert_exactly_once(&world, &all);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_killed_and_restarted_keeps_reporting_without_reusing_seqs() {
+    let mut world = World::build(Options::default()).await.unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let db = world.coordinator.db_path();
+    let asia_id = ids_by_region(&world)["asia"].clone();
+    poll::until(
+        "asia to have 10 results stored",
+        Duration::from_secs(60),
+        || {
+            let stored = store::probes(&db);
+            let id = asia_id.clone();
+            async move { Ok((stored?.get(&id).map_or(0, |(_, s)| *s) >= 10).then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+
+    // SIGKILL: whatever was not acked yet is gone with it (no spool asked for).
+    let old = world.probes.remove("asia").unwrap();
+    let token = old.token.clone();
+    let first_life: Vec<u64> = old.produced().unwrap().iter().map(|p| p.seq).collect();
+    drop(old); // kills it
+    let stored_before = store::probes(&db).unwrap()[&asia_id].1;
+
+    let second_file = world.dir().join("probe-asia-2/produced.tsv");
+    std::fs::create_dir_all(second_file.parent().unwrap()).unwrap();
+    let probe = cutover_e2e::cluster::Probe::start_recording_to(
+        "asia",
+        Some(asia_id.clone()),
+        token,
+        &world.coordinator,
+        &world.infra,
+        &second_file,
+        &world.block,
+    )
+    .unwrap();
+    world.probes.insert("asia".into(), probe);
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    poll::until(
+        "the restarted probe to produce 10 results",
+        Duration::from_secs(60),
+        || {
+            let n = world.probes["asia"]
+                .produced()
+                .map(|p| p.len())
+                .unwrap_or(0);
+            async move { Ok((n >= 10).then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+    let second_life: Vec<u64> = world.probes["asia"]
+        .produced()
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    // Numbering continues after what the coordinator stored, so nothing new
+    // is mistaken for a duplicate and dropped.
+    assert!(
+        second_life[0] > stored_before,
+        "restarted probe began at seq {} but {stored_before} were already stored",
+        second_life[0]
+    );
+    let want: BTreeMap<String, u64> = [("asia".to_owned(), *second_life.last().unwrap())].into();
+    wait_stored(&world, &want, Duration::from_secs(60)).await;
+
+    let batches = store::batches(&db).unwrap();
+    let mut stored = BTreeSet::new();
+    for r in batches
+        .iter()
+        .filter(|b| b.probe_id == asia_id)
+        .flat_map(|b| &b.results)
+    {
+        assert!(stored.insert(r.seq), "asia#{} stored twice", r.seq);
+    }
+    let lost: Vec<_> = second_life.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "results of the restarted probe never stored: {lost:?}"
+    );
+    let kept_from_first: Vec<_> = first_life
+        .iter()
+        .filter(|s| **s <= stored_before && !stored.contains(s))
+        .collect();
+    assert!(
+        kept_from_first.is_empty(),
+        "acked results lost: {kept_from_first:?}"
+    );
+}
