@@ -197,6 +197,57 @@ pub async fn run(windows: Windows, mut rx: mpsc::Receiver<Committed>, shutdown: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{BatchWrite, SqliteStore};
+
+    #[test]
+    fn rebuild_replays_recent_batches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let probe = store.enrol("asia", "", 0).unwrap().probe.id;
+        let now = 1_800_000_000_000;
+        let result = |seq: u64, started: i64| v1::CheckResult {
+            seq,
+            check_id: "home".into(),
+            target: v1::Target::New as i32,
+            outcome: v1::Outcome::Success as i32,
+            started_unix_ms: started,
+            duration_us: 1_000,
+            ..Default::default()
+        };
+        let batch = |first: u64, received: i64, results: Vec<v1::CheckResult>| BatchWrite {
+            probe_id: probe.clone(),
+            first_seq: first,
+            last_seq: first + results.len() as u64 - 1,
+            seq_through: first + results.len() as u64 - 1,
+            received_unix_ms: received,
+            payload: v1::ResultBatch { results }.encode_to_vec(),
+        };
+        store
+            .commit(&[
+                // Received long ago: not replayed.
+                batch(1, now - 600_000, vec![result(1, now - 600_000)]),
+                // Received recently, but one result is a backlog from an hour ago.
+                batch(
+                    2,
+                    now - 5_000,
+                    vec![result(2, now - 3_600_000), result(3, now - 6_000)],
+                ),
+            ])
+            .unwrap();
+        let windows: Windows = Arc::new(Mutex::new(Aggregator::new(60)));
+        assert_eq!(
+            rebuild(&store, &windows, now).unwrap(),
+            2,
+            "two results read back"
+        );
+        let snap = lock(&windows).snapshot(now);
+        assert_eq!(snap.series.len(), 1);
+        assert_eq!(
+            snap.series[0].samples, 1,
+            "only the result inside the window counts"
+        );
+        assert_eq!(snap.series[0].key.region, "asia");
+    }
 
     #[test]
     fn result_time_uses_skew_and_never_exceeds_arrival() {

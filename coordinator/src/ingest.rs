@@ -308,6 +308,11 @@ async fn session(
         return Err(SessionError::Revoked);
     }
     let mut stored_seq = record.stored_seq;
+    if hello.last_produced_seq < stored_seq {
+        // Numbering restarted (a probe restart without its spool); Welcome tells
+        // it to continue after stored_seq, otherwise its results read as duplicates.
+        tracing::info!(probe = %probe.id, last_produced = hello.last_produced_seq, stored_seq, "probe restarted its numbering below the stored seq");
+    }
     let skew_ms = if hello.clock_unix_ms > 0 {
         now - hello.clock_unix_ms
     } else {
