@@ -143,10 +143,11 @@ impl Outbox {
     /// Up to `max` results not yet sent on this stream, in seq order.
     pub fn next_batch(&mut self, max: usize) -> Vec<CheckResult> {
         let sent = self.sent;
+        // `pending` is in seq order, so the unsent part starts at a partition point.
+        let start = self.pending.partition_point(|r| r.seq <= sent);
         let batch: Vec<CheckResult> = self
             .pending
-            .iter()
-            .filter(|r| r.seq > sent)
+            .range(start..)
             .take(max.max(1))
             .cloned()
             .collect();

@@ -327,6 +327,29 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_dead_pinned_address_falls_through_to_the_next() {
+        let server = TestServer::start(None, |_| Reply::ok("up")).await;
+        let sites = Sites {
+            old: vec![],
+            // Nothing listens on 127.0.0.3 at this port: refused, then the next.
+            new: vec!["127.0.0.3".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        };
+        let ctx = context(TestCa::new().roots(), sites, None);
+        let p = params(format!("http://site.test:{}/", server.addr.port()));
+        let check = HttpCheck::new(&p).unwrap();
+        let out = check.run(&ctx, Target::New).await;
+        assert_eq!(out.outcome, Outcome::Success, "{out:?}");
+        assert_eq!(http_detail(&out).remote_addr, server.addr.to_string());
+        // Old has no address in this assignment: a clear failure, not a panic.
+        let out = check.run(&ctx, Target::Old).await;
+        assert!(
+            out.error.contains("no address for site old"),
+            "{}",
+            out.error
+        );
+    }
+
     #[test]
     fn invalid_params_are_rejected_with_a_reason() {
         let mut p = params("https://x.test/".into());

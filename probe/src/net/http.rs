@@ -30,6 +30,8 @@ use v1::FailureKind;
 
 /// Redirects followed before giving up (the Elm client follows GitHub's one or two).
 pub const MAX_REDIRECTS: usize = 5;
+/// Connect timeout per address when more addresses remain to be tried.
+pub const CONNECT_TIMEOUT_PER_ADDRESS: Duration = Duration::from_secs(5);
 /// Largest decoded body accepted; an archive or package list is far smaller.
 pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
 
@@ -264,9 +266,23 @@ impl HttpClient {
         }
         let t = Instant::now();
         let mut last_err = None;
-        for ip in &addrs {
+        for (i, ip) in addrs.iter().enumerate() {
             let addr = SocketAddr::new(*ip, port);
-            match TcpStream::connect(addr).await {
+            // With more addresses to try, a black-holed one must not eat the
+            // whole run; the last one is bounded by the check's own timeout.
+            let attempt = if i + 1 < addrs.len() {
+                tokio::time::timeout(CONNECT_TIMEOUT_PER_ADDRESS, TcpStream::connect(addr))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer from {addr} within {CONNECT_TIMEOUT_PER_ADDRESS:?}"),
+                        ))
+                    })
+            } else {
+                TcpStream::connect(addr).await
+            };
+            match attempt {
                 Ok(stream) => {
                     timings.connect = t.elapsed();
                     // Small requests: don't let Nagle delay the request head.
