@@ -120,6 +120,15 @@ fn config_file_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn usage_errors_exit_1_because_2_means_rejected_token() {
+    let out = probe(&["--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = probe(&["--version"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn missing_settings_are_all_reported() {
     let out = probe(&[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
