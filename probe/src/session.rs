@@ -628,6 +628,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_probe_sends_heartbeats_at_the_welcome_interval() {
+        let fake = Fake {
+            token: "t".into(),
+            assignment: Assignment::default(),
+            ..Default::default()
+        };
+        let addr = serve(fake.clone(), None).await;
+        let mut p = probe(addr, "t", None);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            stop.cancel();
+        });
+        p.session.run(&mut p.scheduler, shutdown).await.unwrap();
+        let beats = *fake.heartbeats.lock().unwrap();
+        // Welcome says every 100 ms.
+        assert!((2..=5).contains(&beats), "{beats} heartbeats in 450 ms");
+    }
+
+    #[tokio::test]
     async fn drain_reconnects_after_retry_after() {
         let fake = Fake {
             token: "t".into(),

@@ -447,6 +447,8 @@ pub struct Fake {
     pub sessions: Arc<Mutex<u32>>,
     /// Store nothing and never ack (a coordinator whose database hangs).
     pub no_ack: bool,
+    /// Heartbeats received (a coordinator idles out a silent probe).
+    pub heartbeats: Arc<Mutex<u32>>,
 }
 
 impl Fake {
@@ -534,6 +536,9 @@ impl ProbeService for Fake {
                                 Fake::contiguous(&st)
                             };
                             let _ = tx.send(Ok(send(In::Ack(Ack { seq: acked })))).await;
+                        }
+                        Ok(Some(ProbeMessage { msg: Some(Out::Heartbeat(_)) })) => {
+                            *me.heartbeats.lock().unwrap() += 1;
                         }
                         Ok(Some(_)) => {}
                         _ => return,
