@@ -96,7 +96,7 @@ impl TlsCheck {
                 detail_out,
             );
         }
-        if days < i64::from(self.min_days_valid) as i32 {
+        if i64::from(days) < i64::from(self.min_days_valid) {
             return CheckOutcome::failure(
                 FailureKind::CertExpiring,
                 format!(
