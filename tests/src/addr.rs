@@ -160,7 +160,6 @@ impl Drop for AddrBlock {
     }
 }
 
-#[allow(clippy::incompatible_msrv)] // std file locks: Rust 1.89; tests only.
 fn try_lock(file: &File) -> bool {
     file.try_lock().is_ok()
 }
