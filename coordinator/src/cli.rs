@@ -27,6 +27,9 @@ pub struct Cli {
     /// Coordinator config file (TOML).
     #[arg(long, global = true, env = "CUTOVER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Use the embedded example config (plaintext, loopback only, data in ./cutover-data).
+    #[arg(long, global = true, conflicts_with = "config")]
+    pub example: bool,
     /// Admin service URL, e.g. http://127.0.0.1:7444 (default: from the config's admin_listen).
     #[arg(long, global = true, env = "CUTOVER_ADMIN", value_name = "URL")]
     pub admin: Option<String>,
@@ -85,15 +88,40 @@ pub enum ProbeCommand {
     },
 }
 
+/// The config behind `--example`, embedded so a fresh build can run without any files.
+const EXAMPLE_CONFIG: &str = include_str!("../../examples/coordinator-loopback.toml");
+
+const EXAMPLE_HINT: &str = "\
+running the embedded example config (plaintext, loopback only, data in ./cutover-data)
+  enrol a probe:  cutover --example probe enrol --region asia
+  evidence:       cutover --example status
+  probes:         cutover --example probes
+  metrics:        curl http://127.0.0.1:9464/metrics";
+
+/// The embedded example config; relative paths resolve against the working directory.
+fn example_config() -> Result<config::Config> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    Ok(config::parse(
+        &cwd.join("cutover-example.toml"),
+        EXAMPLE_CONFIG,
+    )?)
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
     let cfg = match &cli.config {
         Some(path) => Some(config::load(path)?),
+        None if cli.example => Some(example_config()?),
         None => None,
     };
     match &cli.command {
         Command::Serve => {
-            let cfg = cfg.context("`cutover serve` needs --config FILE (or CUTOVER_CONFIG)")?;
+            let cfg = cfg.context(
+                "`cutover serve` needs --config FILE (or CUTOVER_CONFIG), or --example for the embedded one",
+            )?;
+            if cli.example {
+                eprintln!("{EXAMPLE_HINT}");
+            }
             let shutdown = shutdown::on_signals().context("cannot install signal handlers")?;
             let bound = server::bind_all(cfg, true).await?;
             bound.run(shutdown).await?;

@@ -1280,7 +1280,7 @@ registry_url = "https://package.elm-lang.org"
 
     #[test]
     fn example_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cutover.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/coordinator.toml");
         let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.checks.len(), 6);
         assert!(cfg.server.tls.is_some());
@@ -1289,6 +1289,26 @@ registry_url = "https://package.elm-lang.org"
             Some("127.0.0.1:9464".parse().unwrap())
         );
         assert_eq!(cfg.server.data_dir, path.parent().unwrap().join("data"));
+    }
+
+    /// Every coordinator config shipped in `examples/` must load: a broken example is a broken promise.
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("coordinator") && name.ends_with(".toml") {
+                load(&path).unwrap_or_else(|e| panic!("{e}"));
+                loaded += 1;
+            }
+        }
+        assert!(
+            loaded >= 2,
+            "expected the example coordinator configs in {}",
+            dir.display()
+        );
     }
 
     #[test]

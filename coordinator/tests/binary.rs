@@ -320,3 +320,83 @@ openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cer
         Some(v1::coordinator_message::Msg::Welcome(w)) if w.region == "us"
     ));
 }
+
+/// The README's run command: `cutover --example serve` starts on loopback with the
+/// embedded config, keeps its data in the working directory, and the operator
+/// commands find it with `--example` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_example_serves_and_answers_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--example", "serve"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+            .await
+            .expect("listening lines in time")
+            .unwrap()
+            .expect("stdout open");
+        if line.contains("listening on") {
+            seen.push(line);
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    assert!(
+        seen[0].starts_with("probe service listening on 127.0.0.1:7443 (plaintext)"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].starts_with("admin service listening on 127.0.0.1:7444"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[2].starts_with("metrics listening on 127.0.0.1:9464"),
+        "{seen:?}"
+    );
+    assert!(dir.path().join("cutover-data/admin.token").exists());
+
+    let run = |args: &'static [&'static str]| {
+        let cwd = dir.path().to_path_buf();
+        async move {
+            let out = Command::new(BIN)
+                .arg("--example")
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "cutover --example {args:?} failed: {text}"
+            );
+            text
+        }
+    };
+    let enrol = run(&["probe", "enrol", "--region", "asia"]).await;
+    assert!(
+        enrol.contains("cutover-probe --coordinator http://127.0.0.1:7443 --token cutover_"),
+        "{enrol}"
+    );
+    let probes = run(&["probes"]).await;
+    assert!(
+        probes.contains("asia") && probes.contains("never"),
+        "{probes}"
+    );
+    let status = run(&["status"]).await;
+    assert!(status.contains("window 60s"), "{status}");
+    signal(&child, "-TERM");
+    let code = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(code.success(), "SIGTERM should exit 0, got {code}");
+}
