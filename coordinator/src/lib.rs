@@ -11,6 +11,7 @@ pub mod assign;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod evidence;
 pub mod ingest;
 pub mod metrics;
