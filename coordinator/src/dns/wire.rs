@@ -163,25 +163,41 @@ pub fn answer_set(
     }))
 }
 
-/// `REFUSED (the server refuses this operation)` — the code and what it means.
+/// `REFUSED (the server refuses …)` — the mnemonic and what it means.
 pub fn rcode_words(rc: ResponseCode) -> String {
-    let meaning = match rc {
-        ResponseCode::NoError => "no error",
-        ResponseCode::FormErr => "the server could not parse the message",
-        ResponseCode::ServFail => "the server failed internally",
-        ResponseCode::NXDomain => "the name does not exist",
-        ResponseCode::NotImp => "the server does not implement this operation",
-        ResponseCode::Refused => {
-            "the server refuses this operation (not allowed for this key or client)"
+    let (name, meaning) = match rc {
+        ResponseCode::NoError => ("NOERROR", "no error"),
+        ResponseCode::FormErr => ("FORMERR", "the server could not parse the message"),
+        ResponseCode::ServFail => ("SERVFAIL", "the server failed internally"),
+        ResponseCode::NXDomain => ("NXDOMAIN", "the name does not exist"),
+        ResponseCode::NotImp => ("NOTIMP", "the server does not implement this operation"),
+        ResponseCode::Refused => (
+            "REFUSED",
+            "the server refuses this operation (not allowed for this key or client)",
+        ),
+        ResponseCode::YXDomain => ("YXDOMAIN", "a name that should not exist does"),
+        ResponseCode::YXRRSet => ("YXRRSET", "an RRset that should not exist does"),
+        ResponseCode::NXRRSet => ("NXRRSET", "an RRset that should exist does not"),
+        ResponseCode::NotAuth => (
+            "NOTAUTH",
+            "the server is not authoritative for the zone, or rejected the TSIG signature",
+        ),
+        ResponseCode::NotZone => ("NOTZONE", "a name is not within the zone"),
+        other => {
+            return format!("RCODE {} ({})", u16::from(other), other.to_str());
         }
-        ResponseCode::YXDomain => "a name that should not exist does",
-        ResponseCode::YXRRSet => "an RRset that should not exist does",
-        ResponseCode::NXRRSet => "an RRset that should exist does not",
-        ResponseCode::NotAuth => {
-            "the server is not authoritative for the zone or rejected the TSIG signature"
-        }
-        ResponseCode::NotZone => "a name is not within the zone",
-        _ => "unexpected response code",
     };
-    format!("{} ({meaning})", rc.to_str().to_ascii_uppercase())
+    format!("{name} ({meaning})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcodes_in_words() {
+        assert!(rcode_words(ResponseCode::NotAuth).starts_with("NOTAUTH ("));
+        assert!(rcode_words(ResponseCode::Refused).starts_with("REFUSED ("));
+        assert!(rcode_words(ResponseCode::BADCOOKIE).starts_with("RCODE 23"));
+    }
 }
