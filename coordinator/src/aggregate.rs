@@ -189,76 +189,112 @@ impl Aggregator {
         result: &v1::CheckResult,
         now_ms: i64,
     ) {
+        self.add_series(
+            probe,
+            region,
+            &result.check_id,
+            result.target(),
+            std::iter::once((at_ms, result)),
+            now_ms,
+        );
+    }
+
+    /// Folds results of one probe that all belong to the same (check, target)
+    /// series, each with the time it happened on the coordinator's clock: the
+    /// same as [`Aggregator::add`] for each, but the series is looked up once.
+    /// Results whose `check_id`/`target` differ from `check`/`target` are
+    /// counted under `check`/`target`; callers group first.
+    pub fn add_series<'a>(
+        &mut self,
+        probe: &Arc<str>,
+        region: &str,
+        check: &str,
+        target: v1::Target,
+        results: impl IntoIterator<Item = (i64, &'a v1::CheckResult)>,
+        now_ms: i64,
+    ) {
+        let oldest = self.oldest_second(now_ms);
         // A probe's clock may run ahead; never put evidence in the future.
-        let at_ms = at_ms.min(now_ms);
-        let second = at_ms.div_euclid(1000);
-        if second < self.oldest_second(now_ms) {
+        // Results older than the window are ignored.
+        let mut results = results
+            .into_iter()
+            .map(|(at_ms, r)| (at_ms.min(now_ms), r))
+            .filter(|(at_ms, _)| at_ms.div_euclid(1000) >= oldest)
+            .peekable();
+        if results.peek().is_none() {
             return;
         }
-        let target = result.target().label();
         let key = SeriesKey {
-            check: result.check_id.clone(),
-            target,
+            check: check.to_string(),
+            target: target.label(),
             region: region.to_string(),
         };
         let series = self.series.entry(key).or_default();
-        let pos = series.buckets.iter().rposition(|b| b.second <= second);
-        let bucket = match pos {
-            Some(i) if series.buckets[i].second == second => &mut series.buckets[i],
-            Some(i) => {
-                series.buckets.insert(i + 1, Bucket::new(second));
-                &mut series.buckets[i + 1]
-            }
-            None => {
-                series.buckets.push_front(Bucket::new(second));
-                &mut series.buckets[0]
-            }
-        };
-        bucket.samples += 1;
-        if !bucket.probes.contains(probe) {
-            bucket.probes.insert(probe.clone());
-        }
-        match result.outcome() {
-            v1::Outcome::Success => {
-                bucket.hist[hist_index(result.duration_us)] += 1;
-            }
-            outcome => {
-                bucket.failures += 1;
-                if outcome == v1::Outcome::HardFailure {
-                    bucket.hard += 1;
+        // The bucket the probe was last added to, so it is hashed once per bucket.
+        let mut probe_in: Option<i64> = None;
+        for (at_ms, result) in results {
+            let second = at_ms.div_euclid(1000);
+            let pos = series.buckets.iter().rposition(|b| b.second <= second);
+            let bucket = match pos {
+                Some(i) if series.buckets[i].second == second => &mut series.buckets[i],
+                Some(i) => {
+                    series.buckets.insert(i + 1, Bucket::new(second));
+                    &mut series.buckets[i + 1]
                 }
-                let newer = bucket.last_error.as_ref().is_none_or(|(t, _)| *t <= at_ms);
-                if newer {
-                    let reason = if result.error.is_empty() {
-                        result.failure().label().to_string()
-                    } else {
-                        result.error.clone()
-                    };
-                    bucket.last_error = Some((at_ms, reason));
-                }
-            }
-        }
-
-        if let Some(v1::check_result::Detail::Dns(dns)) = &result.detail
-            && let Some(answer) = dns
-                .answers
-                .iter()
-                .find(|a| a.kind() == v1::ResolverKind::System)
-        {
-            let probes = self
-                .dns
-                .entry((result.check_id.clone(), region.to_string()))
-                .or_default();
-            let latest = DnsLatest {
-                at_ms,
-                class: answer.class(),
-                ttl: answer.ttl,
-            };
-            match probes.get_mut(probe) {
-                Some(old) if old.at_ms > at_ms => {}
-                Some(old) => *old = latest,
                 None => {
-                    probes.insert(probe.clone(), latest);
+                    series.buckets.push_front(Bucket::new(second));
+                    &mut series.buckets[0]
+                }
+            };
+            bucket.samples += 1;
+            if probe_in != Some(second) {
+                if !bucket.probes.contains(probe) {
+                    bucket.probes.insert(probe.clone());
+                }
+                probe_in = Some(second);
+            }
+            match result.outcome() {
+                v1::Outcome::Success => {
+                    bucket.hist[hist_index(result.duration_us)] += 1;
+                }
+                outcome => {
+                    bucket.failures += 1;
+                    if outcome == v1::Outcome::HardFailure {
+                        bucket.hard += 1;
+                    }
+                    let newer = bucket.last_error.as_ref().is_none_or(|(t, _)| *t <= at_ms);
+                    if newer {
+                        let reason = if result.error.is_empty() {
+                            result.failure().label().to_string()
+                        } else {
+                            result.error.clone()
+                        };
+                        bucket.last_error = Some((at_ms, reason));
+                    }
+                }
+            }
+
+            if let Some(v1::check_result::Detail::Dns(dns)) = &result.detail
+                && let Some(answer) = dns
+                    .answers
+                    .iter()
+                    .find(|a| a.kind() == v1::ResolverKind::System)
+            {
+                let probes = self
+                    .dns
+                    .entry((check.to_string(), region.to_string()))
+                    .or_default();
+                let latest = DnsLatest {
+                    at_ms,
+                    class: answer.class(),
+                    ttl: answer.ttl,
+                };
+                match probes.get_mut(probe) {
+                    Some(old) if old.at_ms > at_ms => {}
+                    Some(old) => *old = latest,
+                    None => {
+                        probes.insert(probe.clone(), latest);
+                    }
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! It is the only place results meet the [`Aggregator`]; sessions never touch
 //! it, so the hot path holds no lock shared by all sessions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,27 +64,115 @@ pub fn rebuild(store: &dyn Store, windows: &Windows, now: i64) -> Result<usize, 
     Ok(n)
 }
 
-fn count(c: &Committed) {
-    let region = c.region.to_string();
-    for r in &c.results {
-        let target = r.target().label();
-        let outcome = match r.outcome() {
-            v1::Outcome::Success => "success",
-            v1::Outcome::Failure => "failure",
-            v1::Outcome::HardFailure => "hard_failure",
-            v1::Outcome::Unspecified => "unspecified",
-        };
+/// Outcomes in the order of [`SeriesMetrics::ingested`].
+const OUTCOMES: [&str; 4] = ["unspecified", "success", "failure", "hard_failure"];
+/// HTTP phases in the order of [`SeriesMetrics::phases`].
+const PHASES: [&str; 5] = ["resolve", "connect", "tls", "first_byte", "transfer"];
+
+fn outcome_index(o: v1::Outcome) -> usize {
+    match o {
+        v1::Outcome::Unspecified => 0,
+        v1::Outcome::Success => 1,
+        v1::Outcome::Failure => 2,
+        v1::Outcome::HardFailure => 3,
+    }
+}
+
+/// The metric handles of one (check, target, region) series, resolved once:
+/// a label lookup in the recorder costs far more than the increment itself.
+/// Handles are created on first use, so a series appears in `/metrics` exactly
+/// when it would have with per-result lookups.
+struct SeriesMetrics {
+    labels: [(&'static str, String); 3],
+    ingested: [Option<metrics::Counter>; 4],
+    duration: metrics::Histogram,
+    hash_mismatches: Option<metrics::Counter>,
+    phases: [Option<metrics::Histogram>; 5],
+}
+
+impl SeriesMetrics {
+    fn new(check: &str, target: v1::Target, region: &str) -> Self {
         let labels = [
-            (label::CHECK, r.check_id.clone()),
-            (label::TARGET, target.to_string()),
-            (label::REGION, region.clone()),
+            (label::CHECK, check.to_string()),
+            (label::TARGET, target.label().to_string()),
+            (label::REGION, region.to_string()),
         ];
-        let mut with_outcome = labels.to_vec();
-        with_outcome.push((label::OUTCOME, outcome.to_string()));
-        metrics::counter!(m::RESULTS_INGESTED, &with_outcome).increment(1);
-        metrics::histogram!(m::CHECK_DURATION, &labels).record(r.duration_us as f64 / 1e6);
+        Self {
+            duration: metrics::histogram!(m::CHECK_DURATION, &labels),
+            labels,
+            ingested: Default::default(),
+            hash_mismatches: None,
+            phases: Default::default(),
+        }
+    }
+
+    fn ingested(&mut self, outcome: usize) -> &metrics::Counter {
+        let labels = &self.labels;
+        self.ingested[outcome].get_or_insert_with(|| {
+            let mut l = labels.to_vec();
+            l.push((label::OUTCOME, OUTCOMES[outcome].to_string()));
+            metrics::counter!(m::RESULTS_INGESTED, &l)
+        })
+    }
+
+    fn phase(&mut self, phase: usize) -> &metrics::Histogram {
+        let labels = &self.labels;
+        self.phases[phase].get_or_insert_with(|| {
+            let mut l = labels.to_vec();
+            l.push((label::PHASE, PHASES[phase].to_string()));
+            metrics::histogram!(m::HTTP_PHASE_DURATION, &l)
+        })
+    }
+}
+
+/// One check's series handles, indexed by `v1::Target`.
+type ByTarget = [Option<Box<SeriesMetrics>>; 4];
+
+/// Metric handles by region, check and target. Bounded: checks come from the
+/// assignment and regions from enrolment (DESIGN §7).
+#[derive(Default)]
+struct Handles {
+    by_region: HashMap<Arc<str>, HashMap<String, ByTarget>>,
+}
+
+impl Handles {
+    fn series(&mut self, region: &Arc<str>, check: &str, target: v1::Target) -> &mut SeriesMetrics {
+        let checks = self.by_region.entry(region.clone()).or_default();
+        if !checks.contains_key(check) {
+            checks.insert(check.to_string(), Default::default());
+        }
+        let targets = checks.get_mut(check).expect("inserted above");
+        targets[target as usize & 3]
+            .get_or_insert_with(|| Box::new(SeriesMetrics::new(check, target, region)))
+    }
+}
+
+/// A batch's results grouped by (check, target), in first-seen order. A probe
+/// batch holds a handful of series, so a linear scan beats hashing.
+fn group(results: &[v1::CheckResult]) -> Vec<(&str, v1::Target, Vec<&v1::CheckResult>)> {
+    let mut groups: Vec<(&str, v1::Target, Vec<&v1::CheckResult>)> = Vec::new();
+    for r in results {
+        let target = r.target();
+        match groups
+            .iter_mut()
+            .find(|(c, t, _)| *t == target && *c == r.check_id)
+        {
+            Some((_, _, g)) => g.push(r),
+            None => groups.push((&r.check_id, target, vec![r])),
+        }
+    }
+    groups
+}
+
+/// Counts one group's results in the Prometheus series (counters once per group).
+fn count(h: &mut SeriesMetrics, results: &[&v1::CheckResult]) {
+    let mut by_outcome = [0u64; 4];
+    let mut hash_mismatches = 0;
+    for r in results {
+        by_outcome[outcome_index(r.outcome())] += 1;
+        h.duration.record(r.duration_us as f64 / 1e6);
         if r.failure() == v1::FailureKind::HashMismatch {
-            metrics::counter!(m::HASH_MISMATCHES, &labels).increment(1);
+            hash_mismatches += 1;
         }
         let timings = match &r.detail {
             Some(v1::check_result::Detail::Http(h)) => h.timings,
@@ -93,20 +181,54 @@ fn count(c: &Committed) {
             _ => None,
         };
         if let Some(t) = timings {
-            for (phase, us) in [
-                ("resolve", t.resolve_us),
-                ("connect", t.connect_us),
-                ("tls", t.tls_us),
-                ("first_byte", t.first_byte_us),
-                ("transfer", t.transfer_us),
-            ] {
+            for (i, us) in [
+                t.resolve_us,
+                t.connect_us,
+                t.tls_us,
+                t.first_byte_us,
+                t.transfer_us,
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 if us > 0 {
-                    let mut l = labels.to_vec();
-                    l.push((label::PHASE, phase.to_string()));
-                    metrics::histogram!(m::HTTP_PHASE_DURATION, &l).record(us as f64 / 1e6);
+                    h.phase(i).record(us as f64 / 1e6);
                 }
             }
         }
+    }
+    for (i, n) in by_outcome.into_iter().enumerate() {
+        if n > 0 {
+            h.ingested(i).increment(n);
+        }
+    }
+    if hash_mismatches > 0 {
+        let labels = &h.labels;
+        h.hash_mismatches
+            .get_or_insert_with(|| metrics::counter!(m::HASH_MISMATCHES, labels))
+            .increment(hash_mismatches);
+    }
+}
+
+/// Counts a committed batch and folds it into the windows.
+fn fold(c: &Committed, handles: &mut Handles, windows: &Windows) {
+    let groups = group(&c.results);
+    for (check, target, results) in &groups {
+        count(handles.series(&c.region, check, *target), results);
+    }
+    let now = now_ms();
+    let mut agg = lock(windows);
+    for (check, target, results) in &groups {
+        agg.add_series(
+            &c.probe,
+            &c.region,
+            check,
+            *target,
+            results
+                .iter()
+                .map(|r| (at_ms(r, c.received_unix_ms, c.skew_ms), *r)),
+            now,
+        );
     }
 }
 
@@ -174,16 +296,12 @@ pub async fn run(windows: Windows, mut rx: mpsc::Receiver<Committed>, shutdown: 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut exported = Exported::default();
+    let mut handles = Handles::default();
     loop {
         tokio::select! {
             c = rx.recv() => {
                 let Some(c) = c else { break };
-                count(&c);
-                let now = now_ms();
-                let mut agg = lock(&windows);
-                for r in &c.results {
-                    agg.add(&c.probe, &c.region, at_ms(r, c.received_unix_ms, c.skew_ms), r, now);
-                }
+                fold(&c, &mut handles, &windows);
             }
             _ = tick.tick() => {
                 let snapshot = lock(&windows).snapshot(now_ms());

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_proto::v1::{self, coordinator_message::Msg as Out, probe_message::Msg as In};
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -399,14 +398,7 @@ async fn session(
                 }
                 let filtered = filter(batch, stored_seq, &check_ids);
                 if filtered.seq_through > stored_seq {
-                    let payload = if filtered.accepted.is_empty() {
-                        Vec::new()
-                    } else {
-                        v1::ResultBatch {
-                            results: filtered.accepted.clone(),
-                        }
-                        .encode_to_vec()
-                    };
+                    let payload = encode_results(&filtered.accepted);
                     let write = BatchWrite {
                         probe_id: probe.id.clone(),
                         first_seq: filtered.accepted.first().map_or(0, |r| r.seq),
@@ -450,6 +442,17 @@ async fn session(
             }
         }
     }
+}
+
+/// Encodes results as a `cutover.v1.ResultBatch` (empty for no results)
+/// without copying them into one first.
+pub fn encode_results(results: &[v1::CheckResult]) -> Vec<u8> {
+    // `ResultBatch.results` is field 1, repeated.
+    let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len_repeated(1, results));
+    for r in results {
+        prost::encoding::message::encode(1, r, &mut buf);
+    }
+    buf
 }
 
 /// A session cancelled other than by shutdown was either replaced or revoked;
@@ -532,6 +535,7 @@ pub fn filter(batch: v1::ResultBatch, stored_seq: u64, check_ids: &HashSet<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn r(seq: u64, check: &str) -> v1::CheckResult {
         v1::CheckResult {
@@ -561,6 +565,24 @@ mod tests {
         assert_eq!(seqs, vec![5, 7, 8]);
         assert_eq!(f.seq_through, 8);
         assert_eq!((f.duplicates, f.unknown_check, f.malformed), (2, 1, 1));
+    }
+
+    #[test]
+    fn encoded_results_are_a_result_batch() {
+        let results = vec![r(1, "a"), r(2, "b")];
+        let bytes = encode_results(&results);
+        assert_eq!(
+            bytes,
+            v1::ResultBatch {
+                results: results.clone()
+            }
+            .encode_to_vec()
+        );
+        assert_eq!(
+            v1::ResultBatch::decode(bytes.as_slice()).unwrap().results,
+            results
+        );
+        assert!(encode_results(&[]).is_empty());
     }
 
     #[test]

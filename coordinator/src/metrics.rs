@@ -136,6 +136,9 @@ pub fn install(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
     };
     let builder = PrometheusBuilder::new()
         .with_http_listener(addr)
+        // Histogram samples queue until upkeep folds them into buckets; at a
+        // million results/s (six samples each) the default 5 s held ~250 MiB.
+        .upkeep_timeout(std::time::Duration::from_secs(1))
         .set_buckets_for_metric(Matcher::Full(CHECK_DURATION.into()), CHECK_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(HTTP_PHASE_DURATION.into()), PHASE_BUCKETS)

@@ -310,7 +310,9 @@ impl Bound {
             .add_optional_service(reflection_alpha())
             .add_service(probe_svc)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.probe_listener),
+                // `serve_with_incoming` ignores the builder's TCP_NODELAY, so set it
+                // here: with Nagle, a small Ack can wait for the peer's delayed ACK.
+                TcpIncoming::from(self.probe_listener).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
         let admin_server = builder(&tls)?
@@ -319,7 +321,7 @@ impl Bound {
             .add_optional_service(reflection_alpha())
             .add_service(admin_svc)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.admin_listener),
+                TcpIncoming::from(self.admin_listener).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
         let probe_task = tokio::spawn(probe_server);

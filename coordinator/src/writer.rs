@@ -108,12 +108,12 @@ pub fn spawn(
                     continue;
                 }
             };
-            for (req, result) in done {
+            for ((committed, reply), result) in done {
                 let ok = result.is_ok();
-                let _ = req.done.send(result);
-                if ok && !req.committed.results.is_empty() {
+                let _ = reply.send(result);
+                if ok && !committed.results.is_empty() {
                     // Backpressure: if the windows fall behind, the writer waits.
-                    let _ = evidence.send(req.committed).await;
+                    let _ = evidence.send(committed).await;
                 }
             }
         }
@@ -121,34 +121,41 @@ pub fn spawn(
     (Writer { tx }, task)
 }
 
-type Reply = (WriteRequest, Result<(), String>);
+/// What is left of a request once its batch has gone to the store.
+type Pending = (Committed, oneshot::Sender<Result<(), String>>);
+type Reply = (Pending, Result<(), String>);
 
 fn commit_group(store: &dyn Store, requests: Vec<WriteRequest>) -> Vec<Reply> {
     let started = Instant::now();
-    let batches: Vec<BatchWrite> = requests.iter().map(|r| r.batch.clone()).collect();
+    // Split rather than clone: the payloads are most of the bytes.
+    let (batches, pending): (Vec<BatchWrite>, Vec<Pending>) = requests
+        .into_iter()
+        .map(|r| (r.batch, (r.committed, r.done)))
+        .unzip();
     let result = store.commit(&batches);
     metrics::histogram!(m::STORE_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
     metrics::histogram!(m::STORE_COMMIT_BATCHES).record(batches.len() as f64);
     match result {
-        Ok(()) => requests.into_iter().map(|r| (r, Ok(()))).collect(),
-        Err(e) if requests.len() == 1 => {
-            tracing::error!(probe = %requests[0].batch.probe_id, error = %e, "commit failed");
-            requests
+        Ok(()) => pending.into_iter().map(|p| (p, Ok(()))).collect(),
+        Err(e) if batches.len() == 1 => {
+            tracing::error!(probe = %batches[0].probe_id, error = %e, "commit failed");
+            pending
                 .into_iter()
-                .map(|r| (r, Err(e.to_string())))
+                .map(|p| (p, Err(e.to_string())))
                 .collect()
         }
         Err(e) => {
             // One bad batch must not fail everyone else's: retry them one by one.
-            tracing::warn!(error = %e, batches = requests.len(), "group commit failed; retrying batches one by one");
-            requests
-                .into_iter()
-                .map(|r| {
-                    let res = store.commit(std::slice::from_ref(&r.batch)).map_err(|e| {
-                        tracing::error!(probe = %r.batch.probe_id, error = %e, "commit failed");
+            tracing::warn!(error = %e, batches = batches.len(), "group commit failed; retrying batches one by one");
+            batches
+                .iter()
+                .zip(pending)
+                .map(|(b, p)| {
+                    let res = store.commit(std::slice::from_ref(b)).map_err(|e| {
+                        tracing::error!(probe = %b.probe_id, error = %e, "commit failed");
                         e.to_string()
                     });
-                    (r, res)
+                    (p, res)
                 })
                 .collect()
         }
