@@ -14,6 +14,7 @@ pub mod config;
 pub mod dns;
 pub mod evidence;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod registry;
 pub mod rpc;
