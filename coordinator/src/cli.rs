@@ -1,5 +1,6 @@
 //! The `cutover` command line: `serve` plus the operator commands that talk to
-//! the admin service (`status`, `probes`, `probe enrol`, `probe revoke`).
+//! the admin service (`status`, `probes`, `probe enrol`, `probe revoke`), and
+//! `plan check` / `plan dry-run`, which only read a plan file.
 //!
 //! CLI glue, so errors are `anyhow` with context a person can act on.
 
@@ -14,7 +15,7 @@ use cutover_proto::v1;
 use cutover_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::{auth, config, server, shutdown};
+use crate::{auth, config, plan, server, shutdown};
 
 /// Command line of `cutover`.
 #[derive(Debug, Parser)]
@@ -64,6 +65,30 @@ pub enum Command {
         #[command(subcommand)]
         command: ProbeCommand,
     },
+    /// Check a plan file or show what it would do (no coordinator needed).
+    Plan {
+        /// What to do with the plan.
+        #[command(subcommand)]
+        command: PlanCommand,
+    },
+}
+
+/// `cutover plan …`: work on a plan file alone, touching nothing.
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Report every error and risky-plan warning as FILE:LINE:COL; exit 1 on errors.
+    Check {
+        /// The plan file (TOML).
+        file: PathBuf,
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Print what the plan would do, step by step, forward then fallback; changes nothing.
+    DryRun {
+        /// The plan file (TOML).
+        file: PathBuf,
+    },
 }
 
 /// `cutover probe …`.
@@ -109,6 +134,10 @@ fn example_config() -> Result<config::Config> {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Plan { command } = &cli.command {
+        // Plan commands read only the plan: no config, no coordinator.
+        return run_plan(command);
+    }
     let cfg = match &cli.config {
         Some(path) => Some(config::load(path)?),
         None if cli.example => Some(example_config()?),
@@ -171,6 +200,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             print!("{}", render_enrolment(&reply, &url));
             Ok(())
         }
+        Command::Plan { command } => run_plan(command),
         Command::Probe {
             command: ProbeCommand::Revoke { id },
         } => {
@@ -186,6 +216,46 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("revoked probe {id}");
             } else {
                 println!("probe {id} was already revoked");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `cutover plan check|dry-run`. Diagnostics and the summary go to stdout; a
+/// failing check returns an error (exit 1) whose message is the summary.
+fn run_plan(command: &PlanCommand) -> Result<()> {
+    match command {
+        PlanCommand::Check {
+            file,
+            deny_warnings,
+        } => {
+            let report = plan::check_file(file)?;
+            print!("{}", report.render());
+            let summary = report.summary();
+            if report.errors() > 0 {
+                bail!("{summary}");
+            }
+            if *deny_warnings && report.warnings() > 0 {
+                bail!("{summary} (--deny-warnings)");
+            }
+            println!("{summary}: ok");
+            Ok(())
+        }
+        PlanCommand::DryRun { file } => {
+            let report = plan::check_file(file)?;
+            let Some(p) = &report.plan else {
+                eprint!("{}", report.render());
+                bail!(
+                    "{}: fix the errors first (`cutover plan check`)",
+                    report.summary()
+                );
+            };
+            print!("{}", plan::dry_run::render(p));
+            if report.warnings() > 0 {
+                println!();
+                print!("{}", report.render());
+                println!("{}", report.summary());
             }
             Ok(())
         }

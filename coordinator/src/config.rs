@@ -388,7 +388,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -465,13 +465,15 @@ fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
 
 const KINDS: &str = "dns, http, tls, elm_package, download, registry_consistency";
 
-struct Validator<'a> {
-    text: &'a str,
-    problems: Vec<Problem>,
+/// Collects problems while turning raw TOML into trusted values; shared with
+/// the plan parser (`crate::plan`), which embeds sites and checks.
+pub(crate) struct Validator<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.problems.push(Problem {
             line,
@@ -480,7 +482,7 @@ impl Validator<'_> {
         });
     }
 
-    fn duration(&mut self, key: &str, v: &Spanned<String>) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, key: &str, v: &Spanned<String>) -> Option<Duration> {
         match parse_duration(v.get_ref()) {
             Some(d) => Some(d),
             None => {
@@ -517,9 +519,21 @@ impl Validator<'_> {
         let server = self.server(base, server_span, raw.server.into_inner());
         let old = self.site("old", raw.sites.old);
         let new = self.site("new", raw.sites.new);
+        let checks = self.checks(raw.checks);
+        Some(Config {
+            path: path.to_path_buf(),
+            server: server?,
+            old: old?,
+            new: new?,
+            checks,
+        })
+    }
+
+    /// Validates `[[checks]]`: each entry, and that ids are unique.
+    pub(crate) fn checks(&mut self, raw: Vec<Spanned<RawCheck>>) -> Vec<CheckConfig> {
         let mut checks = Vec::new();
         let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
-        for check in raw.checks {
+        for check in raw {
             let span = check.span();
             if let Some(id) = check.get_ref().id.as_ref() {
                 if seen.contains_key(id.get_ref()) {
@@ -540,13 +554,7 @@ impl Validator<'_> {
                 checks.push(c);
             }
         }
-        Some(Config {
-            path: path.to_path_buf(),
-            server: server?,
-            old: old?,
-            new: new?,
-            checks,
-        })
+        checks
     }
 
     fn server(
@@ -732,7 +740,7 @@ impl Validator<'_> {
         })
     }
 
-    fn site(&mut self, name: &str, s: raw::RawSite) -> Option<SiteConfig> {
+    pub(crate) fn site(&mut self, name: &str, s: raw::RawSite) -> Option<SiteConfig> {
         let mut addresses = Vec::new();
         let mut ok = true;
         if s.addresses.get_ref().is_empty() {

@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;
+pub mod plan;
 pub mod registry;
 pub mod rpc;
 pub mod server;
