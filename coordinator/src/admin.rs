@@ -11,6 +11,7 @@ use cutover_proto::v1;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::admin_plan as plan;
 use crate::auth::{self, TokenHash};
 use crate::evidence::{Windows, lock, now_ms};
 use crate::metrics::{self as m, reject};
@@ -29,6 +30,8 @@ pub struct AdminApi {
     pub windows: Windows,
     /// Current assignment (for check kinds and the config version).
     pub assignment: watch::Receiver<Arc<v1::Assignment>>,
+    /// The plan engine (`None`: plan RPCs answer `unavailable`).
+    pub engine: Option<crate::engine::Engine>,
 }
 
 /// Builds the interceptor that admits only calls bearing the admin token.
@@ -226,5 +229,73 @@ impl v1::admin_service_server::AdminService for AdminApi {
         self.registry.kick(&id);
         tracing::info!(probe = %id, was_active, "probe revoked");
         Ok(Response::new(v1::RevokeProbeReply { was_active }))
+    }
+
+    async fn start_plan(
+        &self,
+        request: Request<v1::StartPlanRequest>,
+    ) -> Result<Response<v1::StartPlanReply>, Status> {
+        plan::start(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn plan_status(
+        &self,
+        request: Request<v1::PlanStatusRequest>,
+    ) -> Result<Response<v1::PlanStatusReply>, Status> {
+        plan::plan_status(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn approve(
+        &self,
+        request: Request<v1::ApproveRequest>,
+    ) -> Result<Response<v1::PlanControlReply>, Status> {
+        plan::approve(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pause(
+        &self,
+        _request: Request<v1::PauseRequest>,
+    ) -> Result<Response<v1::PlanControlReply>, Status> {
+        plan::pause(&self.engine).await.map(Response::new)
+    }
+
+    async fn resume(
+        &self,
+        _request: Request<v1::ResumeRequest>,
+    ) -> Result<Response<v1::PlanControlReply>, Status> {
+        plan::resume(&self.engine).await.map(Response::new)
+    }
+
+    async fn abort(
+        &self,
+        request: Request<v1::AbortRequest>,
+    ) -> Result<Response<v1::PlanControlReply>, Status> {
+        plan::abort(&self.engine, &request.into_inner().reason)
+            .await
+            .map(Response::new)
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<v1::RollbackRequest>,
+    ) -> Result<Response<v1::PlanControlReply>, Status> {
+        plan::rollback(&self.engine, &request.into_inner().reason)
+            .await
+            .map(Response::new)
+    }
+
+    async fn history(
+        &self,
+        request: Request<v1::HistoryRequest>,
+    ) -> Result<Response<v1::HistoryReply>, Status> {
+        plan::history(&self.engine, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

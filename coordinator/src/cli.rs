@@ -65,6 +65,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ProbeCommand,
     },
+    /// Plan runs in the coordinator: start, approve, pause, resume, abort, rollback, history.
+    #[command(flatten)]
+    Run(crate::operator::RunCommand),
     /// Check a plan file or show what it would do (no coordinator needed).
     Plan {
         /// What to do with the plan.
@@ -163,8 +166,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
+            print!("{}", crate::operator::status_section(&mut client).await);
             print!("{}", render_status(&reply));
             Ok(())
+        }
+        Command::Run(command) => {
+            let mut client = admin_client(&cli, cfg.as_ref()).await?;
+            crate::operator::run(command, &mut client).await
         }
         Command::Probes => {
             let mut client = admin_client(&cli, cfg.as_ref()).await?;
@@ -294,10 +302,10 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Adds the admin bearer token to every call.
-type Intercept =
+pub(crate) type Intercept =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 
-type Admin =
+pub(crate) type Admin =
     AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, Intercept>>;
 
 async fn admin_client(cli: &Cli, cfg: Option<&config::Config>) -> Result<Admin> {

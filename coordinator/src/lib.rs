@@ -6,16 +6,19 @@
 //! [`aggregate`], counters in [`metrics`]) → [`admin`] `Status` and `/metrics`.
 
 pub mod admin;
+pub mod admin_plan;
 pub mod aggregate;
 pub mod assign;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod engine;
 pub mod evidence;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;
+pub mod operator;
 pub mod plan;
 pub mod registry;
 pub mod rpc;

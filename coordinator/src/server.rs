@@ -77,6 +77,9 @@ pub enum ServeError {
     /// The metrics exporter failed.
     #[error(transparent)]
     Metrics(#[from] m::MetricsError),
+    /// The plan engine could not start (journal unreadable).
+    #[error("plan engine: {0}")]
+    Engine(String),
 }
 
 /// A server whose listeners are bound but not yet serving.
@@ -210,7 +213,7 @@ impl Bound {
             "assignment ready"
         );
         let (assignment_tx, assignment_rx) = watch::channel(assignment);
-        spawn_reload_on_sighup(cfg.path.clone(), assignment_tx, shutdown.clone());
+        spawn_reload_on_sighup(cfg.path.clone(), assignment_tx.clone(), shutdown.clone());
 
         // Every enrolled region shows up with 0 connected probes, so "a region
         // went silent" is a value an alert can see, not a missing series.
@@ -262,11 +265,21 @@ impl Bound {
         let probe_svc =
             v1::probe_service_server::ProbeServiceServer::new(ProbeApi::new(ingest.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let engine = crate::engine::serve(
+            cfg,
+            assignment_tx,
+            windows.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(ServeError::Engine)?;
         let admin_api = AdminApi {
             store: self.store.clone(),
             registry,
             windows,
             assignment: assignment_rx,
+            engine: Some(engine),
         };
         let admin_svc = v1::admin_service_server::AdminServiceServer::with_interceptor(
             admin_api,

@@ -1022,6 +1022,171 @@ pub struct RevokeProbeReply {
     #[prost(bool, tag = "1")]
     pub was_active: bool,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartPlanRequest {
+    /// Path of the plan file as the coordinator sees it (read by the coordinator).
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// Or the plan's text itself (then `path` only names it; relative secret
+    /// files resolve against its folder).
+    #[prost(string, tag = "2")]
+    pub content: ::prost::alloc::string::String,
+    /// Start even though the latest run fell back (the operator says so).
+    #[prost(bool, tag = "3")]
+    pub force: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StartPlanReply {
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+    /// `plan check` warnings, as FILE:LINE:COL: warning: message.
+    #[prost(string, repeated, tag = "2")]
+    pub warnings: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanStatusRequest {
+    /// 0 = the latest run.
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PlanStatusReply {
+    /// False when no plan was ever started.
+    #[prost(bool, tag = "1")]
+    pub has_run: bool,
+    #[prost(message, optional, tag = "2")]
+    pub run: ::core::option::Option<PlanRunStatus>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PlanRunStatus {
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+    #[prost(string, tag = "2")]
+    pub plan_name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub plan_path: ::prost::alloc::string::String,
+    /// Hex SHA-256 of the plan text the run executes.
+    #[prost(string, tag = "4")]
+    pub plan_sha256: ::prost::alloc::string::String,
+    /// "forward" or "fallback".
+    #[prost(string, tag = "5")]
+    pub direction: ::prost::alloc::string::String,
+    /// running | paused | waiting_approval | done | failed | aborted | fell_back
+    #[prost(string, tag = "6")]
+    pub state: ::prost::alloc::string::String,
+    /// The run fell back: a forward start needs `force`.
+    #[prost(bool, tag = "7")]
+    pub forward_blocked: bool,
+    /// Current step ("" when finished) and its kind.
+    #[prost(string, tag = "8")]
+    pub step_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub step_kind: ::prost::alloc::string::String,
+    /// 1-based position in its runbook, and the runbook's length.
+    #[prost(uint32, tag = "10")]
+    pub step_index: u32,
+    #[prost(uint32, tag = "11")]
+    pub step_count: u32,
+    /// What the step waits for, in words.
+    #[prost(string, tag = "12")]
+    pub waiting_for: ::prost::alloc::string::String,
+    /// Per region progress of an evidence wait (propagation, TTL drain, verify).
+    #[prost(message, repeated, tag = "13")]
+    pub regions: ::prost::alloc::vec::Vec<RegionProgress>,
+    #[prost(int64, tag = "14")]
+    pub started_unix_ms: i64,
+    #[prost(int64, tag = "15")]
+    pub step_started_unix_ms: i64,
+    /// When the step's wait or timeout ends (0 = no limit).
+    #[prost(int64, tag = "16")]
+    pub step_deadline_unix_ms: i64,
+    /// The question for the operator, or the latest failure.
+    #[prost(string, tag = "17")]
+    pub message: ::prost::alloc::string::String,
+    #[prost(int64, tag = "18")]
+    pub now_unix_ms: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RegionProgress {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    /// Current value and the value that satisfies the step (same unit).
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(double, tag = "3")]
+    pub target: f64,
+    /// "share" (0..1, higher is better) or "ttl_seconds" (lower is better) or "regions".
+    #[prost(string, tag = "4")]
+    pub unit: ::prost::alloc::string::String,
+    #[prost(bool, tag = "5")]
+    pub done: bool,
+    #[prost(string, tag = "6")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ApproveRequest {
+    /// The step being answered; empty = the step waiting now.
+    #[prost(string, tag = "1")]
+    pub step_id: ::prost::alloc::string::String,
+    /// For an `exec once` step whose outcome is unknown: "ran" or "not-ran".
+    #[prost(string, tag = "2")]
+    pub exec_answer: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PauseRequest {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AbortRequest {
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RollbackRequest {
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlanControlReply {
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+    /// The run's state after the request.
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub message: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HistoryRequest {
+    /// 0 = the latest run.
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HistoryReply {
+    #[prost(message, repeated, tag = "1")]
+    pub runs: ::prost::alloc::vec::Vec<PlanRunStatus>,
+    #[prost(message, repeated, tag = "2")]
+    pub entries: ::prost::alloc::vec::Vec<JournalEntry>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JournalEntry {
+    #[prost(uint64, tag = "1")]
+    pub run_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    #[prost(int64, tag = "3")]
+    pub unix_ms: i64,
+    #[prost(string, tag = "4")]
+    pub step_id: ::prost::alloc::string::String,
+    /// "intent", "outcome" or "note".
+    #[prost(string, tag = "5")]
+    pub phase: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub detail_json: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub output: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod admin_service_client {
     #![allow(
@@ -1207,6 +1372,200 @@ pub mod admin_service_client {
                 .insert(GrpcMethod::new("cutover.v1.AdminService", "RevokeProbe"));
             self.inner.unary(req, path, codec).await
         }
+        /// The plan engine (`cutover start|status|approve|pause|resume|abort|rollback|history`).
+        /// Starts a plan run; refused while another run is unfinished, or after a
+        /// fallback unless `force` is set.
+        pub async fn start_plan(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StartPlanRequest>,
+        ) -> std::result::Result<tonic::Response<super::StartPlanReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/StartPlan",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "StartPlan"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The current (or latest) run: step, what it waits for, progress, time left.
+        pub async fn plan_status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PlanStatusRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanStatusReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/PlanStatus",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "PlanStatus"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Answers an `approve` step, a `manual` DNS step, or an `exec once` step
+        /// whose outcome the journal cannot tell.
+        pub async fn approve(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApproveRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/Approve",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "Approve"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn pause(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PauseRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/Pause",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "Pause"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn resume(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResumeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/Resume",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "Resume"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn abort(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AbortRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/Abort",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "Abort"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Runs the fallback runbook now (by hand).
+        pub async fn rollback(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RollbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/Rollback",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "Rollback"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The journal of a run, oldest first.
+        pub async fn history(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HistoryRequest>,
+        ) -> std::result::Result<tonic::Response<super::HistoryReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/cutover.v1.AdminService/History",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("cutover.v1.AdminService", "History"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1242,6 +1601,61 @@ pub mod admin_service_server {
             tonic::Response<super::RevokeProbeReply>,
             tonic::Status,
         >;
+        /// The plan engine (`cutover start|status|approve|pause|resume|abort|rollback|history`).
+        /// Starts a plan run; refused while another run is unfinished, or after a
+        /// fallback unless `force` is set.
+        async fn start_plan(
+            &self,
+            request: tonic::Request<super::StartPlanRequest>,
+        ) -> std::result::Result<tonic::Response<super::StartPlanReply>, tonic::Status>;
+        /// The current (or latest) run: step, what it waits for, progress, time left.
+        async fn plan_status(
+            &self,
+            request: tonic::Request<super::PlanStatusRequest>,
+        ) -> std::result::Result<tonic::Response<super::PlanStatusReply>, tonic::Status>;
+        /// Answers an `approve` step, a `manual` DNS step, or an `exec once` step
+        /// whose outcome the journal cannot tell.
+        async fn approve(
+            &self,
+            request: tonic::Request<super::ApproveRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        >;
+        async fn pause(
+            &self,
+            request: tonic::Request<super::PauseRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        >;
+        async fn resume(
+            &self,
+            request: tonic::Request<super::ResumeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        >;
+        async fn abort(
+            &self,
+            request: tonic::Request<super::AbortRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        >;
+        /// Runs the fallback runbook now (by hand).
+        async fn rollback(
+            &self,
+            request: tonic::Request<super::RollbackRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanControlReply>,
+            tonic::Status,
+        >;
+        /// The journal of a run, oldest first.
+        async fn history(
+            &self,
+            request: tonic::Request<super::HistoryRequest>,
+        ) -> std::result::Result<tonic::Response<super::HistoryReply>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct AdminServiceServer<T> {
@@ -1484,6 +1898,364 @@ pub mod admin_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeProbeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/StartPlan" => {
+                    #[allow(non_camel_case_types)]
+                    struct StartPlanSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::StartPlanRequest>
+                    for StartPlanSvc<T> {
+                        type Response = super::StartPlanReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StartPlanRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::start_plan(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StartPlanSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/PlanStatus" => {
+                    #[allow(non_camel_case_types)]
+                    struct PlanStatusSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::PlanStatusRequest>
+                    for PlanStatusSvc<T> {
+                        type Response = super::PlanStatusReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PlanStatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::plan_status(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PlanStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/Approve" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApproveSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::ApproveRequest>
+                    for ApproveSvc<T> {
+                        type Response = super::PlanControlReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApproveRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::approve(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApproveSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/Pause" => {
+                    #[allow(non_camel_case_types)]
+                    struct PauseSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::PauseRequest> for PauseSvc<T> {
+                        type Response = super::PlanControlReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PauseRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::pause(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PauseSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/Resume" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResumeSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::ResumeRequest>
+                    for ResumeSvc<T> {
+                        type Response = super::PlanControlReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResumeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::resume(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResumeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/Abort" => {
+                    #[allow(non_camel_case_types)]
+                    struct AbortSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::AbortRequest> for AbortSvc<T> {
+                        type Response = super::PlanControlReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AbortRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::abort(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AbortSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/Rollback" => {
+                    #[allow(non_camel_case_types)]
+                    struct RollbackSvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::RollbackRequest>
+                    for RollbackSvc<T> {
+                        type Response = super::PlanControlReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RollbackRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::rollback(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RollbackSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/cutover.v1.AdminService/History" => {
+                    #[allow(non_camel_case_types)]
+                    struct HistorySvc<T: AdminService>(pub Arc<T>);
+                    impl<
+                        T: AdminService,
+                    > tonic::server::UnaryService<super::HistoryRequest>
+                    for HistorySvc<T> {
+                        type Response = super::HistoryReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HistoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as AdminService>::history(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HistorySvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

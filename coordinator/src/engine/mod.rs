@@ -1,0 +1,976 @@
+//! The plan engine: executes a validated [`Plan`] step by step in one tokio
+//! task inside `cutover serve`, writing every transition to the [`Journal`]
+//! first, and resumes any unfinished run from the journal at start-up.
+//!
+//! Where a run stands is never kept only in memory: the next step is the first
+//! one of the current runbook without an `ok` outcome in the journal, a step's
+//! clock starts at its first `intent` since its last outcome, and operator
+//! actions (approve, pause, resume, abort, rollback) are journal notes committed
+//! together with the run's new state. So a coordinator killed at any moment
+//! starts again where it was:
+//!
+//! - `dns` steps set a desired state and verify it, so they are simply repeated;
+//!   all records of one switch are applied in one step and verified together.
+//! - `exec` steps without `once` are repeated; an `exec once` step with an
+//!   intent but no outcome is **not** rerun: the run waits for the operator to
+//!   say whether it ran (`cutover approve --ran|--not-ran`).
+//! - waits keep their start time, so a 10-minute wait killed after 8 waits 2 more.
+//!
+//! `dns` and `exec` steps are never interrupted by pause, abort or rollback:
+//! those take effect when the step ends, so records are never left half-applied.
+
+pub mod assign;
+mod dns_backend;
+pub mod evidence;
+mod steps;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::{BoxFuture, RecordSet};
+use crate::evidence::now_ms;
+use crate::journal::{
+    Direction, Entry, Journal, JournalError, NewEntry, Phase, RunRecord, RunState, RunUpdate,
+};
+use crate::plan::{self, Action, OnFailure, Plan, Step};
+
+pub use dns_backend::RealDns;
+pub use evidence::{EvidenceSource, LiveEvidence, RegionProgress};
+
+/// Why an operator request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The plan has errors.
+    #[error("{0}")]
+    InvalidPlan(String),
+    /// The request does not fit the run's state.
+    #[error("{0}")]
+    Refused(String),
+    /// No run to act on.
+    #[error("no plan run: start one with `cutover start FILE`")]
+    NoRun,
+}
+
+/// How the engine changes and proves DNS (the real providers, or a fake in tests).
+pub trait DnsBackend: Send + Sync {
+    /// For a provider driven by hand: what the operator must change (shown, then
+    /// `cutover approve` is awaited before verifying). `None` otherwise.
+    fn manual_instructions(
+        &self,
+        plan: &Plan,
+        desired: &[RecordSet],
+    ) -> Result<Option<String>, String>;
+    /// Applies every desired set, then verifies all of them at the authoritative
+    /// servers within `deadline`. Ok = a summary for the journal.
+    fn apply_and_verify<'a>(
+        &'a self,
+        plan: &'a Plan,
+        desired: &'a [RecordSet],
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// Everything the engine talks to.
+pub struct Deps {
+    /// Durable record of runs.
+    pub journal: Arc<dyn Journal>,
+    /// Probe evidence.
+    pub evidence: Arc<dyn EvidenceSource>,
+    /// DNS changes.
+    pub dns: Arc<dyn DnsBackend>,
+    /// How often waits re-evaluate evidence.
+    pub poll: Duration,
+    /// Sends the current plan's checks to the probes (`None` in tests).
+    pub assigner: Option<Arc<assign::Assigner>>,
+}
+
+/// What the running step reports for `cutover status`.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// The run.
+    pub run_id: u64,
+    /// Current step ("" between steps).
+    pub step_id: String,
+    /// What it waits for.
+    pub waiting_for: String,
+    /// Per region progress.
+    pub regions: Vec<RegionProgress>,
+    /// When the step's wait or timeout ends.
+    pub deadline_ms: Option<i64>,
+    /// When the step started.
+    pub started_ms: i64,
+}
+
+/// A run's status as `cutover status` shows it.
+#[derive(Debug, Clone)]
+pub struct RunStatus {
+    /// The run.
+    pub run: RunRecord,
+    /// `[plan] name` ("" if the text no longer parses).
+    pub plan_name: String,
+    /// Current step (None when finished or between runbooks).
+    pub step: Option<(String, &'static str)>,
+    /// 1-based index and runbook length.
+    pub step_index: u32,
+    /// Steps in the current runbook.
+    pub step_count: u32,
+    /// Live figures, when this process runs the step.
+    pub live: Option<Live>,
+    /// The open question or latest failure.
+    pub message: String,
+}
+
+struct Current {
+    run_id: u64,
+    cancel: CancellationToken,
+    interruptible: bool,
+}
+
+struct Inner {
+    deps: Deps,
+    /// Serialises state transitions (operator requests and the run task).
+    ops: tokio::sync::Mutex<()>,
+    /// Bumped after every operator request; the run task waits on it.
+    wake: watch::Sender<u64>,
+    live: Mutex<Option<Live>>,
+    current: Mutex<Option<Current>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    shutdown: CancellationToken,
+}
+
+/// The engine handle (cheap to clone).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Refused(format!("journal task failed: {e}"))
+}
+
+impl Engine {
+    /// An engine; call [`Engine::resume_unfinished`] to pick up a run from the journal.
+    pub fn new(deps: Deps, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                ops: tokio::sync::Mutex::new(()),
+                wake: watch::channel(0).0,
+                live: Mutex::new(None),
+                current: Mutex::new(None),
+                task: Mutex::new(None),
+                shutdown,
+            }),
+        }
+    }
+
+    async fn journal<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Journal) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let j = self.inner.deps.journal.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&*j))
+            .await
+            .map_err(blocking_err)??)
+    }
+
+    async fn append(
+        &self,
+        run: u64,
+        entry: NewEntry,
+        update: RunUpdate,
+    ) -> Result<Entry, EngineError> {
+        self.journal(move |j| j.append(run, entry, update, now_ms()))
+            .await
+    }
+
+    async fn latest(&self) -> Result<Option<RunRecord>, EngineError> {
+        Ok(self.journal(|j| j.runs()).await?.pop())
+    }
+
+    async fn run_or_latest(&self, id: u64) -> Result<RunRecord, EngineError> {
+        let r = if id == 0 {
+            self.latest().await?
+        } else {
+            self.journal(move |j| j.run(id)).await?
+        };
+        r.ok_or(EngineError::NoRun)
+    }
+
+    fn poke(&self) {
+        self.inner.wake.send_modify(|n| *n += 1);
+    }
+
+    /// Stops the running step if it may be interrupted (not `dns`, not `exec`).
+    fn interrupt(&self, run_id: u64) {
+        if let Ok(cur) = self.inner.current.lock()
+            && let Some(c) = cur.as_ref()
+            && c.run_id == run_id
+            && c.interruptible
+        {
+            c.cancel.cancel();
+        }
+    }
+
+    /// Resumes the latest unfinished run, if any (at start-up).
+    pub async fn resume_unfinished(&self) -> Result<Option<u64>, EngineError> {
+        let runs = self.journal(|j| j.runs()).await?;
+        let Some(run) = runs.iter().rev().find(|r| !r.state.is_finished()) else {
+            return Ok(None);
+        };
+        tracing::info!(run = run.id, state = %run.state, direction = run.direction.label(), "resuming plan run from the journal");
+        self.append(
+            run.id,
+            NewEntry::new("", Phase::Note, json!({"event": "coordinator_started"})),
+            RunUpdate::default(),
+        )
+        .await?;
+        self.spawn(run.id);
+        Ok(Some(run.id))
+    }
+
+    fn spawn(&self, run_id: u64) {
+        let me = self.clone();
+        let handle = tokio::spawn(async move { me.drive(run_id).await });
+        if let Ok(mut t) = self.inner.task.lock() {
+            *t = Some(handle);
+        }
+    }
+
+    fn task_running(&self) -> bool {
+        self.inner
+            .task
+            .lock()
+            .map(|t| t.as_ref().is_some_and(|h| !h.is_finished()))
+            .unwrap_or(false)
+    }
+
+    /// `cutover start`: checks the plan, records a run and starts it.
+    pub async fn start(
+        &self,
+        path: PathBuf,
+        text: String,
+        force: bool,
+    ) -> Result<(RunRecord, Vec<String>), EngineError> {
+        let report = plan::parse(&path, &text);
+        if report.plan.is_none() {
+            return Err(EngineError::InvalidPlan(format!(
+                "{}{}",
+                report.render(),
+                report.summary()
+            )));
+        }
+        let warnings: Vec<String> = report
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}:{d}", path.display()))
+            .collect();
+        let _g = self.inner.ops.lock().await;
+        if let Some(latest) = self.latest().await? {
+            if !latest.state.is_finished() {
+                return Err(EngineError::Refused(format!(
+                    "run {} is still {} — finish, abort or roll it back first",
+                    latest.id, latest.state
+                )));
+            }
+            if latest.forward_blocked && !force {
+                return Err(EngineError::Refused(format!(
+                    "run {} fell back; find out why (`cutover history`) and start again with --force",
+                    latest.id
+                )));
+            }
+        }
+        let note = json!({"event": "started", "plan": report.plan.as_ref().map(|p| p.name.clone()), "force": force});
+        let run = self
+            .journal(move |j| j.create_run(&path, &text, now_ms(), note))
+            .await?;
+        tracing::info!(run = run.id, plan = %run.plan_path.display(), "plan run started");
+        self.spawn(run.id);
+        Ok((run, warnings))
+    }
+
+    /// `cutover approve`: answers the question the run is waiting on.
+    pub async fn approve(
+        &self,
+        step_id: &str,
+        exec_answer: &str,
+    ) -> Result<RunRecord, EngineError> {
+        let _g = self.inner.ops.lock().await;
+        let run = self.latest().await?.ok_or(EngineError::NoRun)?;
+        if run.state != RunState::WaitingApproval {
+            return Err(EngineError::Refused(format!(
+                "run {} is {}, not waiting for approval",
+                run.id, run.state
+            )));
+        }
+        let id = run.id;
+        let entries = self.journal(move |j| j.entries(id)).await?;
+        let ask = entries
+            .iter()
+            .rev()
+            .find(|e| e.phase == Phase::Note && e.str("event") == "ask")
+            .ok_or_else(|| EngineError::Refused("nothing is waiting for approval".into()))?;
+        if !step_id.is_empty() && step_id != ask.step_id {
+            return Err(EngineError::Refused(format!(
+                "the run waits for step `{}`, not `{step_id}`",
+                ask.step_id
+            )));
+        }
+        let what = ask.str("kind").to_string();
+        if what == "exec_unknown" && !matches!(exec_answer, "ran" | "not-ran") {
+            return Err(EngineError::Refused(format!(
+                "step `{}` is `exec once` and the journal cannot tell whether it ran: answer with --ran or --not-ran",
+                ask.step_id
+            )));
+        }
+        if what != "exec_unknown" && !exec_answer.is_empty() {
+            return Err(EngineError::Refused(format!(
+                "--ran/--not-ran only answer an `exec once` step; step `{}` waits for a plain approval",
+                ask.step_id
+            )));
+        }
+        let step = ask.step_id.clone();
+        self.append(
+            id,
+            NewEntry::new(
+                &step,
+                Phase::Note,
+                json!({"event": "approved", "kind": what, "answer": exec_answer}),
+            ),
+            RunUpdate::state(RunState::Running),
+        )
+        .await
+        .map(|_| ())?;
+        self.poke();
+        self.ensure_task(id);
+        self.run_or_latest(id).await
+    }
+
+    fn ensure_task(&self, run_id: u64) {
+        if !self.task_running() {
+            self.spawn(run_id);
+        }
+    }
+
+    /// `cutover pause`: the run stops at the next point it may (a wait stops now).
+    pub async fn pause(&self) -> Result<RunRecord, EngineError> {
+        self.control(
+            "paused",
+            |r| matches!(r.state, RunState::Running | RunState::WaitingApproval),
+            RunUpdate::state(RunState::Paused),
+            "",
+        )
+        .await
+    }
+
+    /// `cutover resume`.
+    pub async fn resume(&self) -> Result<RunRecord, EngineError> {
+        self.control(
+            "resumed",
+            |r| r.state == RunState::Paused,
+            RunUpdate::state(RunState::Running),
+            "",
+        )
+        .await
+    }
+
+    /// `cutover abort`: nothing more runs (an in-flight `dns`/`exec` step finishes first).
+    pub async fn abort(&self, reason: &str) -> Result<RunRecord, EngineError> {
+        self.control(
+            "aborted",
+            |r| !r.state.is_finished(),
+            RunUpdate::state(RunState::Aborted),
+            reason,
+        )
+        .await
+    }
+
+    /// `cutover rollback`: runs the fallback runbook now, also after the forward
+    /// runbook finished, failed or was aborted.
+    pub async fn rollback(&self, reason: &str) -> Result<RunRecord, EngineError> {
+        self.control(
+            "rollback",
+            |r| r.direction == Direction::Forward,
+            RunUpdate {
+                state: Some(RunState::Running),
+                direction: Some(Direction::Fallback),
+                forward_blocked: Some(true),
+            },
+            reason,
+        )
+        .await
+    }
+
+    async fn control(
+        &self,
+        event: &'static str,
+        allowed: impl Fn(&RunRecord) -> bool,
+        update: RunUpdate,
+        reason: &str,
+    ) -> Result<RunRecord, EngineError> {
+        let _g = self.inner.ops.lock().await;
+        let run = self.latest().await?.ok_or(EngineError::NoRun)?;
+        if !allowed(&run) {
+            return Err(EngineError::Refused(format!(
+                "cannot {} run {}: it is {} ({})",
+                event.trim_end_matches('d'),
+                run.id,
+                run.state,
+                run.direction.label()
+            )));
+        }
+        self.append(
+            run.id,
+            NewEntry::new("", Phase::Note, json!({"event": event, "reason": reason})),
+            update,
+        )
+        .await?;
+        tracing::info!(run = run.id, event, reason, "operator request");
+        self.interrupt(run.id);
+        self.poke();
+        if update.state == Some(RunState::Running) {
+            self.ensure_task(run.id);
+        }
+        self.run_or_latest(run.id).await
+    }
+
+    /// `cutover status`: the run (latest if `id` is 0).
+    pub async fn status(&self, id: u64) -> Result<Option<RunStatus>, EngineError> {
+        let run = match self.run_or_latest(id).await {
+            Ok(r) => r,
+            Err(EngineError::NoRun) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let rid = run.id;
+        let entries = self.journal(move |j| j.entries(rid)).await?;
+        let plan = plan::parse(&run.plan_path, &run.plan_text).plan;
+        let live = self
+            .inner
+            .live
+            .lock()
+            .ok()
+            .and_then(|l| l.clone())
+            .filter(|l| l.run_id == run.id && !run.state.is_finished());
+        let mut status = RunStatus {
+            plan_name: plan.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            step: None,
+            step_index: 0,
+            step_count: 0,
+            live,
+            message: String::new(),
+            run,
+        };
+        if let Some(p) = &plan {
+            let book = runbook(p, status.run.direction);
+            status.step_count = book.len() as u32;
+            if !status.run.state.is_finished()
+                && let Some(i) = next_step(book, &entries)
+            {
+                status.step = Some((book[i].id.clone(), book[i].kind()));
+                status.step_index = i as u32 + 1;
+            }
+        }
+        status.message = entries
+            .iter()
+            .rev()
+            .find(|e| {
+                (e.phase == Phase::Note && e.str("event") == "ask")
+                    || (e.phase == Phase::Outcome && e.str("result") == "failed")
+            })
+            .map(|e| {
+                if e.phase == Phase::Note {
+                    e.str("question").to_string()
+                } else {
+                    format!("step `{}` failed: {}", e.step_id, e.str("message"))
+                }
+            })
+            .unwrap_or_default();
+        Ok(Some(status))
+    }
+
+    /// `cutover history`: every run and the journal of one (latest if `id` is 0).
+    pub async fn history(&self, id: u64) -> Result<(Vec<RunRecord>, Vec<Entry>), EngineError> {
+        let runs = self.journal(|j| j.runs()).await?;
+        let Some(run) = (if id == 0 {
+            runs.last().cloned()
+        } else {
+            runs.iter().find(|r| r.id == id).cloned()
+        }) else {
+            return Ok((runs, vec![]));
+        };
+        let rid = run.id;
+        let entries = self.journal(move |j| j.entries(rid)).await?;
+        Ok((runs, entries))
+    }
+
+    /// Waits until the run task (if any) ends; for tests and shutdown.
+    pub async fn join(&self) {
+        let h = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = h {
+            let _ = h.await;
+        }
+    }
+
+    // ---------------------------------------------------------------------
+    // The run task.
+    // ---------------------------------------------------------------------
+
+    async fn drive(self, run_id: u64) {
+        let mut wake = self.inner.wake.subscribe();
+        let run = match self.journal(move |j| j.run(run_id)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "cannot read the plan run");
+                return;
+            }
+        };
+        let report = plan::parse(&run.plan_path, &run.plan_text);
+        let Some(plan) = report.plan else {
+            let msg = format!(
+                "the stored plan text no longer checks:\n{}",
+                report.render()
+            );
+            let _ = self
+                .append(
+                    run_id,
+                    NewEntry::new("", Phase::Note, json!({"event": "failed", "message": msg})),
+                    RunUpdate::state(RunState::Failed),
+                )
+                .await;
+            return;
+        };
+        let plan = Arc::new(plan);
+        if let Some(a) = &self.inner.deps.assigner {
+            a.set_plan(plan.clone());
+        }
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            wake.borrow_and_update();
+            let run = match self.journal(move |j| j.run(run_id)).await {
+                Ok(Some(r)) => r,
+                _ => return,
+            };
+            if run.state.is_finished() {
+                self.set_live(None);
+                return;
+            }
+            if matches!(run.state, RunState::Paused | RunState::WaitingApproval) {
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    () = self.inner.shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let entries = match self.journal(move |j| j.entries(run_id)).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(run = run_id, error = %e, "cannot read the journal; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let book = runbook(&plan, run.direction);
+            let Some(idx) = next_step(book, &entries) else {
+                self.finish(&run).await;
+                continue;
+            };
+            if let Err(e) = self.run_step(&plan, &run, &book[idx], &entries).await {
+                tracing::error!(run = run_id, step = %book[idx].id, error = %e, "journal write failed; retrying the step");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn finish(&self, run: &RunRecord) {
+        let _g = self.inner.ops.lock().await;
+        let (event, update) = match run.direction {
+            Direction::Forward => ("done", RunUpdate::state(RunState::Done)),
+            Direction::Fallback => (
+                "fell_back",
+                RunUpdate {
+                    state: Some(RunState::FellBack),
+                    forward_blocked: Some(true),
+                    direction: None,
+                },
+            ),
+        };
+        // Re-read under the lock: an operator may have acted meanwhile.
+        let id = run.id;
+        if let Ok(Some(cur)) = self.journal(move |j| j.run(id)).await
+            && (cur.state != RunState::Running || cur.direction != run.direction)
+        {
+            return;
+        }
+        match self
+            .append(
+                run.id,
+                NewEntry::new("", Phase::Note, json!({"event": event})),
+                update,
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(run = run.id, event, "plan run finished"),
+            Err(e) => tracing::error!(run = run.id, error = %e, "cannot record the end of the run"),
+        }
+    }
+
+    fn set_live(&self, live: Option<Live>) {
+        if let Ok(mut l) = self.inner.live.lock() {
+            *l = live;
+        }
+    }
+
+    pub(crate) fn update_live(&self, f: impl FnOnce(&mut Live)) {
+        if let Ok(mut l) = self.inner.live.lock()
+            && let Some(live) = l.as_mut()
+        {
+            f(live);
+        }
+    }
+
+    /// Runs one step (or the part of it possible now) and records what happened.
+    async fn run_step(
+        &self,
+        plan: &Arc<Plan>,
+        run: &RunRecord,
+        step: &Step,
+        entries: &[Entry],
+    ) -> Result<(), EngineError> {
+        let mine = StepHistory::of(entries, &step.id);
+        let once = step.is_once();
+        let repeat_side_effect = matches!(
+            step.action,
+            Action::Dns(_) | Action::Exec(_) | Action::Announce(_)
+        );
+        // `exec once` with an open intent: it may have run. Never guess.
+        if once && mine.open_intent.is_some() {
+            match mine.answer_after_open.as_deref() {
+                Some("ran") => {
+                    return self
+                        .outcome(
+                            run,
+                            step,
+                            json!({"result": "ok", "ran": "operator says it ran"}),
+                            String::new(),
+                        )
+                        .await;
+                }
+                Some("not-ran") => {} // run it now, with a new intent
+                _ => {
+                    return self
+                        .ask(
+                            run,
+                            step,
+                            "exec_unknown",
+                            format!(
+                                "step `{}` (exec once: {}) was started but the coordinator stopped before its outcome was recorded; \
+                                 check whether it ran, then `cutover approve --step {} --ran` or `--not-ran`",
+                                step.id,
+                                exec_line(step),
+                                step.id
+                            ),
+                        )
+                        .await;
+                }
+            }
+        }
+        let started_ms = match (mine.open_intent, repeat_side_effect) {
+            (Some(first), false) => first.0,
+            _ => {
+                let first = mine.open_intent.map(|o| o.0);
+                let attempt = mine.attempts + 1;
+                let e = self
+                    .append(
+                        run.id,
+                        NewEntry::new(
+                            &step.id,
+                            Phase::Intent,
+                            json!({
+                                "kind": step.kind(),
+                                "runbook": run.direction.label(),
+                                "attempt": attempt,
+                                "what": steps::describe(plan, step),
+                            }),
+                        ),
+                        RunUpdate::default(),
+                    )
+                    .await?;
+                first.unwrap_or(e.unix_ms)
+            }
+        };
+        let deadline_ms = step.timeout.map(|t| started_ms + t.as_millis() as i64);
+        self.set_live(Some(Live {
+            run_id: run.id,
+            step_id: step.id.clone(),
+            waiting_for: String::new(),
+            regions: vec![],
+            deadline_ms,
+            started_ms,
+        }));
+        let cancel = CancellationToken::new();
+        let interruptible = !repeat_side_effect;
+        if let Ok(mut c) = self.inner.current.lock() {
+            *c = Some(Current {
+                run_id: run.id,
+                cancel: cancel.clone(),
+                interruptible,
+            });
+        }
+        let ctx = steps::Ctx {
+            engine: self,
+            plan,
+            run,
+            step,
+            started_ms,
+            deadline_ms,
+            approved: mine.approved_after_open,
+            cancel: cancel.clone(),
+        };
+        let result = tokio::select! {
+            r = steps::execute(&ctx) => r,
+            () = cancel.cancelled(), if interruptible => steps::StepResult::Interrupted,
+            () = self.inner.shutdown.cancelled(), if interruptible => steps::StepResult::Interrupted,
+        };
+        if let Ok(mut c) = self.inner.current.lock() {
+            *c = None;
+        }
+        match result {
+            steps::StepResult::Ok { detail, output } => {
+                let mut d = detail;
+                d["result"] = json!("ok");
+                self.outcome(run, step, d, output).await
+            }
+            steps::StepResult::Failed { message, output } => {
+                self.fail(run, step, message, output).await
+            }
+            steps::StepResult::Ask { kind, question } => self.ask(run, step, kind, question).await,
+            steps::StepResult::Interrupted => Ok(()),
+        }
+    }
+
+    async fn outcome(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        detail: serde_json::Value,
+        output: String,
+    ) -> Result<(), EngineError> {
+        tracing::info!(run = run.id, step = %step.id, "step done");
+        self.append(
+            run.id,
+            NewEntry {
+                step_id: step.id.clone(),
+                phase: Phase::Outcome,
+                detail,
+                output,
+            },
+            RunUpdate::default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn ask(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        kind: &str,
+        question: String,
+    ) -> Result<(), EngineError> {
+        let _g = self.inner.ops.lock().await;
+        let id = run.id;
+        let cur = self.journal(move |j| j.run(id)).await?;
+        if cur.is_some_and(|c| c.state != RunState::Running) {
+            return Ok(());
+        }
+        tracing::warn!(run = run.id, step = %step.id, "{question}");
+        self.append(
+            run.id,
+            NewEntry::new(
+                &step.id,
+                Phase::Note,
+                json!({"event": "ask", "kind": kind, "question": question}),
+            ),
+            RunUpdate::state(RunState::WaitingApproval),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        run: &RunRecord,
+        step: &Step,
+        message: String,
+        output: String,
+    ) -> Result<(), EngineError> {
+        let _g = self.inner.ops.lock().await;
+        let id = run.id;
+        let cur = self
+            .journal(move |j| j.run(id))
+            .await?
+            .ok_or(EngineError::NoRun)?;
+        let on_failure = step.on_failure;
+        let update = if cur.state.is_finished() || cur.direction != run.direction {
+            RunUpdate::default()
+        } else {
+            match (run.direction, on_failure) {
+                (Direction::Forward, OnFailure::Fallback) => RunUpdate {
+                    state: Some(RunState::Running),
+                    direction: Some(Direction::Fallback),
+                    forward_blocked: Some(true),
+                },
+                (_, OnFailure::Abort) => RunUpdate::state(RunState::Failed),
+                _ => RunUpdate::state(RunState::Paused),
+            }
+        };
+        tracing::warn!(run = run.id, step = %step.id, on_failure = on_failure.label(), "step failed: {message}");
+        self.append(
+            run.id,
+            NewEntry {
+                step_id: step.id.clone(),
+                phase: Phase::Outcome,
+                detail: json!({"result": "failed", "message": message, "on_failure": on_failure.label()}),
+                output,
+            },
+            update,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn exec_line(step: &Step) -> String {
+    match &step.action {
+        Action::Exec(e) => e.command.join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The steps of a direction.
+pub fn runbook(plan: &Plan, d: Direction) -> &[Step] {
+    match d {
+        Direction::Forward => &plan.steps,
+        Direction::Fallback => &plan.fallback,
+    }
+}
+
+/// The first step of `book` without an `ok` outcome in the journal.
+pub fn next_step(book: &[Step], entries: &[Entry]) -> Option<usize> {
+    book.iter().position(|s| {
+        !entries
+            .iter()
+            .any(|e| e.phase == Phase::Outcome && e.step_id == s.id && e.str("result") == "ok")
+    })
+}
+
+/// What the journal says about one step since its last outcome.
+#[derive(Debug, Default)]
+struct StepHistory {
+    /// (time, seq) of the first intent after the last outcome.
+    open_intent: Option<(i64, u64)>,
+    /// Intents ever written for the step.
+    attempts: u64,
+    /// The operator approved after the first open intent.
+    approved_after_open: bool,
+    /// `exec once` answer after the latest open intent.
+    answer_after_open: Option<String>,
+}
+
+impl StepHistory {
+    fn of(entries: &[Entry], step: &str) -> Self {
+        let mut h = StepHistory::default();
+        let mut total_intents = 0;
+        for e in entries.iter().filter(|e| e.step_id == step) {
+            match e.phase {
+                Phase::Intent => {
+                    total_intents += 1;
+                    if h.open_intent.is_none() {
+                        h.open_intent = Some((e.unix_ms, e.seq));
+                    }
+                    h.answer_after_open = None;
+                }
+                Phase::Outcome => {
+                    h.open_intent = None;
+                    h.approved_after_open = false;
+                    h.answer_after_open = None;
+                }
+                Phase::Note if e.str("event") == "approved" && h.open_intent.is_some() => {
+                    h.approved_after_open = true;
+                    let a = e.str("answer");
+                    if !a.is_empty() {
+                        h.answer_after_open = Some(a.to_string());
+                    }
+                }
+                Phase::Note => {}
+            }
+        }
+        // Attempts count across failures too, so the journal reads 1, 2, 3.
+        h.attempts = total_intents;
+        h
+    }
+}
+
+/// Regions progress as a map, for tests and rendering.
+pub fn by_region(p: &[RegionProgress]) -> BTreeMap<&str, &RegionProgress> {
+    p.iter().map(|r| (r.region.as_str(), r)).collect()
+}
+
+/// The folder relative paths of a plan resolve against.
+pub fn plan_dir(plan: &Plan) -> &Path {
+    plan.path.parent().unwrap_or(Path::new("."))
+}
+
+/// Opens the journal in `data_dir` and starts the engine for `cutover serve`,
+/// resuming any unfinished run.
+pub async fn serve(
+    config: &crate::config::Config,
+    assignment: watch::Sender<Arc<cutover_proto::v1::Assignment>>,
+    windows: crate::evidence::Windows,
+    registry: Arc<crate::registry::Registry>,
+    shutdown: CancellationToken,
+) -> Result<Engine, String> {
+    let journal =
+        crate::journal::SqliteJournal::open(&config.server.data_dir).map_err(|e| e.to_string())?;
+    let assigner = assign::Assigner::new(config.clone(), assignment);
+    assigner.spawn_watch(shutdown.clone());
+    let engine = Engine::new(
+        Deps {
+            journal: Arc::new(journal),
+            evidence: Arc::new(LiveEvidence { windows, registry }),
+            dns: Arc::new(RealDns),
+            poll: Duration::from_secs(1),
+            assigner: Some(assigner.clone()),
+        },
+        shutdown,
+    );
+    if engine
+        .resume_unfinished()
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        // The latest plan's checks stay assigned after it finished (evidence
+        // for the operator), also across restarts.
+        if let Some(run) = engine.latest().await.map_err(|e| e.to_string())?
+            && let Some(plan) = plan::parse(&run.plan_path, &run.plan_text).plan
+        {
+            assigner.set_plan(Arc::new(plan));
+        }
+    }
+    Ok(engine)
+}

@@ -1,0 +1,534 @@
+//! The plan engine end to end: `cutover start` runs an example-shaped plan
+//! (short TTLs) against real BIND (RFC 2136 + TSIG), real per-region Unbound
+//! caches, the stand-in registries and real probes; the coordinator is
+//! SIGKILLed at step boundaries and in the middle of `exec` and `dns` steps.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cutover_e2e::bind::query;
+use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks};
+
+/// TTL of `package.elm.test` before the plan (the plan's `normal_ttl`).
+const NORMAL_TTL: u32 = 12;
+/// The plan's `lowered_ttl`.
+const LOWERED_TTL: u32 = 4;
+
+/// The plan's own `dns` check (the coordinator config does not have it).
+const PLAN_DNS_CHECK: &str = "plan-dns";
+
+/// One journal row, read straight from `cutover.db`.
+#[derive(Debug, Clone)]
+struct Row {
+    seq: i64,
+    step: String,
+    phase: String,
+    detail: serde_json::Value,
+}
+
+fn journal(db: &Path) -> anyhow::Result<(String, Vec<Row>)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let (run, state): (i64, String) = conn.query_row(
+        "SELECT id, state FROM plan_runs ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, step_id, phase, detail FROM journal WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([run], |r| {
+            Ok(Row {
+                seq: r.get(0)?,
+                step: r.get(1)?,
+                phase: r.get(2)?,
+                detail: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((state, rows))
+}
+
+fn has(rows: &[Row], step: &str, phase: &str, result: Option<&str>) -> bool {
+    rows.iter().any(|r| {
+        r.step == step
+            && r.phase == phase
+            && result.is_none_or(|want| r.detail["result"].as_str() == Some(want))
+    })
+}
+
+/// Polls the journal every 20 ms until `pred` holds.
+async fn until_journal(
+    db: &Path,
+    what: &str,
+    deadline: Duration,
+    pred: impl Fn(&str, &[Row]) -> bool,
+) -> anyhow::Result<Vec<Row>> {
+    let start = Instant::now();
+    loop {
+        if let Ok((state, rows)) = journal(db) {
+            if pred(&state, &rows) {
+                return Ok(rows);
+            }
+            if matches!(state.as_str(), "failed" | "aborted" | "fell_back") {
+                bail!("waiting for {what}: the run ended {state}: {rows:#?}");
+            }
+            if start.elapsed() > deadline {
+                bail!("timed out waiting for {what}; run is {state}: {rows:#?}");
+            }
+        } else if start.elapsed() > deadline {
+            bail!("timed out waiting for {what}: no run in the journal");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const FORWARD: [&str; 7] = [
+    "healthy",
+    "lower-ttl",
+    "ttl-drained",
+    "stop-old",
+    "switch",
+    "propagation",
+    "test",
+];
+
+/// An example-shaped plan for the test world. `stop-old` (exec once) appends
+/// to `counter` and then sleeps `exec_secs`; `final-sync` (exec once) appends
+/// to `counter2`.
+fn write_plan(
+    world: &World,
+    counter: &Path,
+    counter2: &Path,
+    exec_secs: u32,
+) -> anyhow::Result<PathBuf> {
+    let dir = world.dir().join("plan");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("tsig.secret"), world.infra.bind.tsig_secret())?;
+    let ns = world.infra.bind.addr();
+    let (old, new) = (world.block.ip(10), world.block.ip(11));
+    let base = world.infra.registry_url();
+    let text = format!(
+        r#"[plan]
+name = "e2e-package"
+
+[sites.old]
+addresses = ["{old}"]
+[sites.new]
+addresses = ["{new}"]
+
+# Not in the coordinator config: the engine assigns it to the probes.
+[[checks]]
+id = "{dns}"
+kind = "dns"
+name = "{SITE_HOST}"
+authoritative_zone = "elm.test"
+interval = "1s"
+
+[[checks]]
+id = "{install}"
+kind = "elm_package"
+targets = ["old", "new"]
+registry_url = "{base}"
+package = "elm/core"
+version = "1.0.5"
+interval = "1s"
+
+[dns]
+zone = "elm.test"
+provider = "rfc2136"
+nameservers = ["{ns}:53"]
+lowered_ttl = "{LOWERED_TTL}s"
+normal_ttl = "{NORMAL_TTL}s"
+
+[dns.rfc2136]
+server = "{ns}:53"
+tsig_key_name = "cutover-test"
+tsig_secret = {{ file = "tsig.secret" }}
+
+[[dns.records]]
+name = "package"
+type = "A"
+
+[[steps]]
+id = "healthy"
+kind = "gate"
+checks_passing = ["{install}"]
+min_regions = 3
+timeout = "60s"
+on_failure = "abort"
+
+[[steps]]
+id = "lower-ttl"
+kind = "dns"
+ttl = "lowered"
+on_failure = "abort"
+
+[[steps]]
+id = "ttl-drained"
+kind = "wait"
+until = {{ ttl_drained = true }}
+max = "90s"
+on_failure = "abort"
+
+[[steps]]
+id = "stop-old"
+kind = "exec"
+command = ["sh", "-c", "echo ran >> {counter}; sleep {exec_secs}"]
+once = true
+timeout = "60s"
+
+[[steps]]
+id = "switch"
+kind = "dns"
+set = "new"
+on_failure = "fallback"
+
+[[steps]]
+id = "propagation"
+kind = "wait"
+until = {{ propagation = 1.0, site = "new" }}
+max = "90s"
+on_failure = "fallback"
+
+[[steps]]
+id = "test"
+kind = "verify"
+checks = ["{dns}", "{install}"]
+min_regions = 3
+timeout = "60s"
+on_failure = "fallback"
+
+[[steps]]
+id = "final-sync"
+kind = "exec"
+command = ["sh", "-c", "echo ran >> {counter2}"]
+once = true
+
+[[fallback]]
+id = "back-to-old"
+kind = "dns"
+set = "old"
+
+[[fallback]]
+id = "old-works"
+kind = "verify"
+checks = ["{install}"]
+site = "old"
+"#,
+        dns = PLAN_DNS_CHECK,
+        install = checks::ELM_PACKAGE,
+        counter = counter.display(),
+        counter2 = counter2.display(),
+    );
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn signal(sig: &str, pid: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+async fn cli_ok(world: &World, args: &[&str]) -> anyhow::Result<String> {
+    let out = world.coordinator.cli(args).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "cutover {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// BIND answers the new address at the lowered TTL; every region's resolver reaches it.
+async fn assert_switched(world: &World, new: Ipv4Addr) -> anyhow::Result<()> {
+    let at_bind = query(world.infra.bind.addr(), SITE_HOST, "A").await?;
+    anyhow::ensure!(at_bind.addresses == [new], "BIND serves {at_bind:?}");
+    anyhow::ensure!(at_bind.ttl == Some(LOWERED_TTL), "BIND serves {at_bind:?}");
+    for region in REGIONS {
+        let got = world.infra.resolvers[region].resolve(SITE_HOST).await?;
+        anyhow::ensure!(got.addresses == [new], "{region} resolver answers {got:?}");
+    }
+    Ok(())
+}
+
+fn assert_every_step_ok_once(rows: &[Row]) {
+    for step in FORWARD.iter().chain(&["final-sync"]) {
+        let oks = rows
+            .iter()
+            .filter(|r| r.step == *step && r.phase == "outcome" && r.detail["result"] == "ok")
+            .count();
+        assert_eq!(oks, 1, "{step}: {rows:#?}");
+        let intent = rows
+            .iter()
+            .find(|r| r.step == *step && r.phase == "intent")
+            .map(|r| r.seq);
+        let outcome = rows
+            .iter()
+            .find(|r| r.step == *step && r.phase == "outcome")
+            .map(|r| r.seq);
+        assert!(intent < outcome, "{step}: intent after outcome");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let plan = write_plan(&world, &counter, &counter2, 0).unwrap();
+    let db = world.coordinator.db_path();
+
+    let out = cli_ok(&world, &["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains("started run 1"), "{out}");
+    // A second start while it runs is refused.
+    let again = world
+        .coordinator
+        .cli(&["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+
+    // While the TTL drains, `cutover status` shows the plan above the evidence.
+    until_journal(
+        &db,
+        "the TTL to be lowered",
+        Duration::from_secs(60),
+        |_, r| has(r, "lower-ttl", "outcome", Some("ok")),
+    )
+    .await
+    .unwrap();
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(status.contains("plan e2e-package (run 1"), "{status}");
+    assert!(
+        status.contains("step 3/8: ttl-drained") || status.contains("step 4/8"),
+        "{status}"
+    );
+
+    let rows = until_journal(
+        &db,
+        "the run to finish",
+        Duration::from_secs(150),
+        |s, _| s == "done",
+    )
+    .await
+    .unwrap();
+    assert_every_step_ok_once(&rows);
+
+    // TTL lowering was observed by the probes in every region before the switch.
+    let drained = rows
+        .iter()
+        .find(|r| r.step == "ttl-drained" && r.phase == "outcome")
+        .unwrap();
+    let switch = rows
+        .iter()
+        .find(|r| r.step == "switch" && r.phase == "intent")
+        .unwrap();
+    assert!(drained.seq < switch.seq);
+    let regions = drained.detail["regions"].as_object().unwrap();
+    assert_eq!(regions.len(), REGIONS.len(), "{drained:?}");
+    for (region, v) in regions {
+        let ttl = v["value"].as_f64().unwrap();
+        assert!(
+            ttl <= f64::from(LOWERED_TTL),
+            "{region} remaining TTL {ttl}"
+        );
+    }
+
+    assert_switched(&world, world.block.ip(11)).await.unwrap();
+    assert_eq!(lines(&counter), 1);
+    assert_eq!(lines(&counter2), 1);
+
+    let history = cli_ok(&world, &["history"]).await.unwrap();
+    for step in FORWARD {
+        assert!(
+            history
+                .lines()
+                .any(|l| l.contains(step) && l.contains("outcome") && l.contains("OK")),
+            "{step} missing from history:\n{history}"
+        );
+    }
+    assert!(history.contains("Z  "), "timestamps: {history}");
+    assert!(history.contains("done"), "{history}");
+
+    // Manual rollback by hand: the fallback points DNS back at old and verifies old.
+    cli_ok(&world, &["rollback", "--reason", "e2e"])
+        .await
+        .unwrap();
+    until_journal(&db, "the fallback", Duration::from_secs(60), |s, _| {
+        s == "fell_back"
+    })
+    .await
+    .unwrap();
+    let at_bind = query(world.infra.bind.addr(), SITE_HOST, "A")
+        .await
+        .unwrap();
+    assert_eq!(at_bind.addresses, [world.block.ip(10)]);
+    let refused = world
+        .coordinator
+        .cli(&["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a forward start after a fallback needs --force"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let plan = write_plan(&world, &counter, &counter2, 5).unwrap();
+    let db = world.coordinator.db_path();
+    cli_ok(&world, &["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+
+    async fn restart(world: &mut World) {
+        world.coordinator.kill();
+        world.coordinator.start(&world.block).await.unwrap();
+    }
+
+    // 1. At a step boundary: right after the TTL change is recorded.
+    until_journal(
+        &db,
+        "lower-ttl's outcome",
+        Duration::from_secs(60),
+        |_, r| has(r, "lower-ttl", "outcome", None),
+    )
+    .await
+    .unwrap();
+    restart(&mut world).await;
+
+    // 2. In the middle of `exec once`: it started (the side effect is visible), no outcome.
+    until_journal(
+        &db,
+        "stop-old to start",
+        Duration::from_secs(120),
+        |_, r| has(r, "stop-old", "intent", None),
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    while lines(&counter) == 0 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restart(&mut world).await;
+    let rows = until_journal(
+        &db,
+        "the question about stop-old",
+        Duration::from_secs(30),
+        |s, _| s == "waiting_approval",
+    )
+    .await
+    .unwrap();
+    assert!(!has(&rows, "stop-old", "outcome", None));
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(status.contains("--ran"), "{status}");
+    // A plain approval does not answer it.
+    assert!(
+        !world
+            .coordinator
+            .cli(&["approve"])
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    // 3. In the middle of the DNS switch: BIND is stopped (SIGSTOP) so the
+    // update hangs; the coordinator is killed while the switch is in flight.
+    let named_pid = std::fs::read_to_string(world.dir().join("bind/named.pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    signal("STOP", &named_pid);
+    cli_ok(&world, &["approve", "--step", "stop-old", "--ran"])
+        .await
+        .unwrap();
+    until_journal(
+        &db,
+        "the switch to start",
+        Duration::from_secs(60),
+        |_, r| has(r, "switch", "intent", None),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, rows) = journal(&db).unwrap();
+    assert!(
+        !has(&rows, "switch", "outcome", None),
+        "the switch must still be in flight"
+    );
+    world.coordinator.kill();
+    signal("CONT", &named_pid);
+    world.coordinator.start(&world.block).await.unwrap();
+
+    // 4. At the boundary after the last `exec once`.
+    until_journal(
+        &db,
+        "final-sync's outcome",
+        Duration::from_secs(150),
+        |_, r| has(r, "final-sync", "outcome", None),
+    )
+    .await
+    .unwrap();
+    restart(&mut world).await;
+
+    let rows = until_journal(&db, "the run to finish", Duration::from_secs(60), |s, _| {
+        s == "done"
+    })
+    .await
+    .unwrap();
+    assert_every_step_ok_once(&rows);
+    assert_eq!(lines(&counter), 1, "stop-old ran exactly once");
+    assert_eq!(lines(&counter2), 1, "final-sync ran exactly once");
+    assert_switched(&world, world.block.ip(11)).await.unwrap();
+    let history = cli_ok(&world, &["history"]).await.unwrap();
+    assert!(history.contains("coordinator started"), "{history}");
+    assert!(history.contains("operator says it ran"), "{history}");
+    let switch_intents = rows
+        .iter()
+        .filter(|r| r.step == "switch" && r.phase == "intent")
+        .count();
+    assert_eq!(switch_intents, 2, "the interrupted switch is repeated once");
+    let _ = world
+        .coordinator
+        .proc()
+        .context("coordinator")
+        .map(|p| p.tail());
+}
