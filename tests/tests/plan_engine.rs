@@ -107,10 +107,13 @@ fn write_plan(
     counter: &Path,
     counter2: &Path,
     exec_secs: u32,
+    extra_steps: &str,
 ) -> anyhow::Result<PathBuf> {
     let dir = world.dir().join("plan");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("tsig.secret"), world.infra.bind.tsig_secret())?;
+    let secret = dir.join("tsig.secret");
+    std::fs::write(&secret, world.infra.bind.tsig_secret())?;
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let ns = world.infra.bind.addr();
     let (old, new) = (world.block.ip(10), world.block.ip(11));
     let base = world.infra.registry_url();
@@ -210,6 +213,7 @@ id = "final-sync"
 kind = "exec"
 command = ["sh", "-c", "echo ran >> {counter2}"]
 once = true
+{extra_steps}
 
 [[fallback]]
 id = "back-to-old"
@@ -300,7 +304,7 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
     world.wait_connected(Duration::from_secs(60)).await.unwrap();
     let counter = world.dir().join("stop-old.count");
     let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 0).unwrap();
+    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
     let db = world.coordinator.db_path();
 
     let out = cli_ok(&world, &["start", plan.to_str().unwrap()])
@@ -413,7 +417,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     world.wait_connected(Duration::from_secs(60)).await.unwrap();
     let counter = world.dir().join("stop-old.count");
     let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 5).unwrap();
+    let plan = write_plan(&world, &counter, &counter2, 5, "").unwrap();
     let db = world.coordinator.db_path();
     cli_ok(&world, &["start", plan.to_str().unwrap()])
         .await
@@ -531,4 +535,142 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
         .proc()
         .context("coordinator")
         .map(|p| p.tail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_approve_and_abort_behave_as_documented() {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let extra = r#"
+[[steps]]
+id = "go-live"
+kind = "approve"
+prompt = "Open publishing again?"
+"#;
+    let plan = write_plan(&world, &counter, &counter2, 0, extra).unwrap();
+    let plan = plan.to_str().unwrap();
+    let db = world.coordinator.db_path();
+    let old = world.block.ip(10);
+    cli_ok(&world, &["start", plan]).await.unwrap();
+
+    // Paused while the TTL drains: nothing moves, even after the TTL ran out.
+    until_journal(
+        &db,
+        "the TTL to be lowered",
+        Duration::from_secs(60),
+        |_, r| has(r, "lower-ttl", "outcome", Some("ok")),
+    )
+    .await
+    .unwrap();
+    let out = cli_ok(&world, &["pause"]).await.unwrap();
+    assert!(out.contains("paused"), "{out}");
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(status.contains("PAUSED"), "{status}");
+    // Longer than the old TTL: unpaused, the drain would be over and the switch made.
+    tokio::time::sleep(Duration::from_secs(u64::from(NORMAL_TTL) + 4)).await;
+    let (state, rows) = journal(&db).unwrap();
+    assert_eq!(state, "paused");
+    assert!(!has(&rows, "stop-old", "intent", None), "{rows:#?}");
+    assert_eq!(lines(&counter), 0);
+    let at_bind = query(world.infra.bind.addr(), SITE_HOST, "A")
+        .await
+        .unwrap();
+    assert_eq!(at_bind.addresses, [old]);
+    assert!(
+        !world
+            .coordinator
+            .cli(&["pause"])
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+
+    // Resumed: it runs on to the approval and waits there.
+    cli_ok(&world, &["resume"]).await.unwrap();
+    until_journal(
+        &db,
+        "the approval question",
+        Duration::from_secs(120),
+        |s, r| s == "waiting_approval" && has(r, "final-sync", "outcome", Some("ok")),
+    )
+    .await
+    .unwrap();
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(status.contains("Open publishing again?"), "{status}");
+    assert!(status.contains("go-live (approve)"), "{status}");
+    // A wrong step id is refused; the right one continues.
+    let wrong = world
+        .coordinator
+        .cli(&["approve", "--step", "switch"])
+        .await
+        .unwrap();
+    assert!(!wrong.status.success());
+    cli_ok(&world, &["approve", "--step", "go-live"])
+        .await
+        .unwrap();
+    until_journal(&db, "the run to finish", Duration::from_secs(30), |s, _| {
+        s == "done"
+    })
+    .await
+    .unwrap();
+
+    // A second run that starts with a long wait, aborted during it: it ends
+    // and nothing more of it runs.
+    let text = std::fs::read_to_string(plan).unwrap().replacen(
+        "[[steps]]",
+        "[[steps]]\nid = \"window-opens\"\nkind = \"wait\"\nduration = \"10m\"\n\n[[steps]]",
+        1,
+    );
+    let plan2 = Path::new(plan).with_file_name("plan2.toml");
+    std::fs::write(&plan2, text).unwrap();
+    let out = cli_ok(&world, &["start", plan2.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains("started run 2"), "{out}");
+    until_journal(&db, "the wait to start", Duration::from_secs(10), |_, r| {
+        has(r, "window-opens", "intent", None)
+    })
+    .await
+    .unwrap();
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(
+        status.contains("step 1/10: window-opens (wait), 10m00s left")
+            || status.contains("9m59s left"),
+        "{status}"
+    );
+    let out = cli_ok(&world, &["abort", "--reason", "wrong night"])
+        .await
+        .unwrap();
+    assert!(out.contains("aborted"), "{out}");
+    let (_, at_abort) = journal(&db).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (state, rows) = journal(&db).unwrap();
+    assert_eq!(state, "aborted");
+    let intents = |rows: &[Row]| rows.iter().filter(|r| r.phase == "intent").count();
+    assert_eq!(
+        intents(&rows),
+        intents(&at_abort),
+        "a step started after abort: {rows:#?}"
+    );
+    assert!(
+        !world
+            .coordinator
+            .cli(&["resume"])
+            .await
+            .unwrap()
+            .status
+            .success()
+    );
+    let history = cli_ok(&world, &["history"]).await.unwrap();
+    assert!(history.contains("aborted: wrong night"), "{history}");
+    assert_eq!(lines(&counter), 1, "run 2 never reached stop-old");
+    assert!(!has(&rows, "window-opens", "outcome", None));
 }
