@@ -245,11 +245,18 @@ fn step(out: &mut String, plan: &Plan, n: usize, s: &Step, runbook: Runbook) {
             }
         }
         Action::Dns(d) => {
-            let _ = writeln!(
-                out,
-                "{pad}sets through {}, then verifies at the authoritative servers:",
-                plan.dns.provider.provider
-            );
+            if plan.dns.provider.provider == "manual" {
+                let _ = writeln!(
+                    out,
+                    "{pad}prints this change for a person to make, waits for `cutover approve`, then verifies at the authoritative servers:"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{pad}sets through {}, then verifies at the authoritative servers:",
+                    plan.dns.provider.provider
+                );
+            }
             for r in &plan.dns.records {
                 let to = r.values(d.to.site).join(", ");
                 let from = r.values(d.from.site).join(", ");

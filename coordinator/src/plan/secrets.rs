@@ -140,6 +140,14 @@ fn suspicious(path: &[String], value: &str) -> Option<String> {
             }
         }
     }
+    // Command-line flags with a value: `--token=…`, `--password=…` (not `--token-file=…`).
+    if let Some((flag, val)) = v.strip_prefix("--").and_then(|f| f.split_once('=')) {
+        let flag = flag.to_ascii_lowercase().replace('-', "_");
+        let reference = ["_file", "_env", "_path"].iter().any(|s| flag.ends_with(s));
+        if !val.is_empty() && !reference && SECRET_KEY_PARTS.iter().any(|p| flag.contains(p)) {
+            return Some(format!("the flag `--{flag}` carries its value inline"));
+        }
+    }
     if lower.contains("bearer ") && v.len() > "bearer ".len() + 8 {
         return Some("it holds a bearer token".into());
     }
@@ -233,10 +241,20 @@ mod tests {
             )
             .is_some()
         );
+        assert!(why(&["steps", "command"], "--api-token=abc123").is_some());
+        assert!(
+            why(
+                &["steps", "command"],
+                "Authorization: Bearer abcdef0123456789"
+            )
+            .is_some()
+        );
     }
 
     #[test]
     fn leaves_references_and_ordinary_values_alone() {
+        assert!(why(&["steps", "command"], "--delete").is_none());
+        assert!(why(&["steps", "command"], "--token-file=/run/secrets/t").is_none());
         assert!(why(&["steps", "env", "API_TOKEN"], "env:API_TOKEN").is_none());
         assert!(
             why(

@@ -1026,3 +1026,25 @@ fn human_durations() {
     assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7d");
     assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
 }
+
+#[test]
+fn dry_run_with_the_manual_provider() {
+    let plan = check(&good()).plan.expect("valid");
+    let text = dry_run::render(&plan);
+    assert!(
+        text.contains("prints this change for a person to make, waits for `cutover approve`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("www.example.org. A TTL 3600 → 300 (values stay 203.0.113.10)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("www.example.org. A 300 → 203.0.113.20 (was 203.0.113.10)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fallback: 2 steps (on a guard trip or `cutover rollback`; assumes DNS points at new with TTL 5m)"),
+        "{text}"
+    );
+}
