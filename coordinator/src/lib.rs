@@ -1,5 +1,6 @@
 //! The cutover coordinator: ingests probe results over gRPC, keeps the
-//! evidence windows, serves the operator's admin API and `/metrics`.
+//! evidence windows, serves the operator's admin API and `/metrics`, and runs
+//! the migration plan ([`plan`] → [`engine`], crash-safe through [`journal`]).
 //!
 //! The path of a result: [`ingest`] (authenticate, dedupe) → [`writer`]
 //! (group commit into [`store`]) → `Ack` → [`evidence`] (windows in
