@@ -1048,3 +1048,85 @@ fn dry_run_with_the_manual_provider() {
         "{text}"
     );
 }
+
+#[test]
+fn webhook_and_ttl_and_record_errors() {
+    let text = good().replace(
+        "url_env = \"OPS_WEBHOOK\"",
+        "url_env = \"OPS_WEBHOOK\"\nurl_file = \"hook.url\"",
+    );
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "\"hook.url\""), "{e}");
+    assert!(e.message.contains("not both"), "{e}");
+
+    let text = good().replace("url_env = \"OPS_WEBHOOK\"\n", "");
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "[[notifications.webhooks]]"), "{e}");
+    assert!(e.message.contains("needs `url_env"), "{e}");
+
+    let text = good().replace("lowered_ttl = \"5m\"", "lowered_ttl = \"2h\"");
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "\"2h\""), "{e}");
+    assert!(
+        e.message
+            .contains("`lowered_ttl` (7200s) must be lower than `normal_ttl` (3600s)"),
+        "{e}"
+    );
+
+    let text = good().replace(
+        "[[dns.records]]\nname = \"www\"\ntype = \"A\"\n",
+        "[[dns.records]]\nname = \"www\"\ntype = \"A\"\n\n[[dns.records]]\nname = \"WWW\"\ntype = \"a\"\n",
+    );
+    let e = one_error(&text);
+    assert_eq!(
+        pos(&e),
+        at_after(&text, "type = \"A\"", "[[dns.records]]"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("www.example.org. A is listed twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn guard_references() {
+    let text = format!(
+        "{}\n[[guards]]\nid = \"g\"\nsource = \"probe\"\ncheck = \"hmoe\"\ncondition = \"error_ratio > 0.5\"\naction = \"fallback\"\narmed_from = \"switch\"\n\n[[guards]]\nid = \"g\"\nsource = \"probe\"\ncheck = \"www-dns\"\ntarget = \"new\"\ncondition = \"latency_p95_ms >> 10\"\naction = \"alert\"\narmed_from = \"switch\"\n",
+        good()
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert_eq!(pos(&e[0]), at(&text, "\"hmoe\""), "{}", e[0]);
+    assert!(e[0].message.contains("unknown check \"hmoe\""), "{}", e[0]);
+    assert_eq!(
+        pos(&e[1]),
+        at_after(&text, "check = \"hmoe\"", "\"g\""),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[1].message.contains("duplicate guard id \"g\""),
+        "{}",
+        e[1]
+    );
+    // A dns check runs only on the `dns` target.
+    assert_eq!(
+        pos(&e[2]),
+        at_after(&text, "target = ", "\"new\""),
+        "{}",
+        e[2]
+    );
+    assert!(
+        e[2].message.contains("does not run on target \"new\""),
+        "{}",
+        e[2]
+    );
+    assert_eq!(
+        pos(&e[3]),
+        at(&text, "\"latency_p95_ms >> 10\""),
+        "{}",
+        e[3]
+    );
+    assert!(e[3].message.contains("operator \">>\""), "{}", e[3]);
+}
