@@ -509,3 +509,246 @@ async fn an_invalid_plan_is_refused_with_its_diagnostics() {
     assert!(err.to_string().contains("bad.toml:2"), "{err}");
     assert!(e.status(0).await.unwrap().is_none());
 }
+
+/// A one-purpose HTTP/1.1 server: answers every request with `status` and
+/// `body`, and records each request as `METHOD PATH\nBODY`.
+async fn http_stub(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body_start) = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break (String::from_utf8_lossy(&buf[..i]).to_string(), i + 4);
+                    }
+                };
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < body_start + len {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let line = head.lines().next().unwrap_or("").to_string();
+                let mut parts = line.split(' ');
+                let req = format!(
+                    "{} {}\n{}",
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                    String::from_utf8_lossy(&buf[body_start..])
+                );
+                log.lock().unwrap().push(req);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// A plan with no DNS steps: the header of [`Rig::plan`] and `steps`.
+fn bare_plan(dir: &Path, steps: &str) -> (std::path::PathBuf, String) {
+    let text = format!(
+        r#"
+[plan]
+name = "bare"
+
+[sites.old]
+addresses = ["192.0.2.1"]
+[sites.new]
+addresses = ["192.0.2.2"]
+
+[dns]
+zone = "example.org"
+provider = "manual"
+nameservers = ["127.0.0.1:53"]
+
+[[dns.records]]
+name = "www"
+type = "A"
+
+{steps}
+"#
+    );
+    (dir.join("plan.toml"), text)
+}
+
+async fn run_to_end(rig: &Rig, steps: &str) -> (RunStatus, Vec<Entry>) {
+    let (e, _stop) = rig.engine();
+    let (path, text) = bare_plan(rig.dir.path(), steps);
+    e.start(path, text, false).await.unwrap();
+    for _ in 0..500 {
+        let s = e.status(0).await.unwrap().unwrap();
+        if s.run.state.is_finished() {
+            let (_, entries) = e.history(0).await.unwrap();
+            return (s, entries);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the run did not finish");
+}
+
+fn gate_steps(url: &str, max: &str) -> String {
+    format!(
+        r#"
+[[steps]]
+id = "status"
+kind = "gate"
+status_pages = [{{ name = "DigitalOcean", url = "{url}/api/v2/status.json", max_indicator = "{max}" }}]
+timeout = "300ms"
+on_failure = "abort"
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_status_page_at_or_below_its_maximum_passes_the_gate() {
+    let (url, seen) = http_stub(200, r#"{"status":{"indicator":"minor","description":"x"}}"#).await;
+    let rig = Rig::new(false);
+    let (s, _) = run_to_end(&rig, &gate_steps(&url, "minor")).await;
+    assert_eq!(s.run.state, RunState::Done);
+    assert!(seen.lock().unwrap()[0].starts_with("GET /api/v2/status.json"));
+}
+
+#[tokio::test]
+async fn a_status_page_above_its_maximum_fails_the_gate() {
+    let (url, _) = http_stub(200, r#"{"status":{"indicator":"major"}}"#).await;
+    let rig = Rig::new(false);
+    let (s, _) = run_to_end(&rig, &gate_steps(&url, "minor")).await;
+    assert_eq!(s.run.state, RunState::Failed);
+    assert!(
+        s.message.contains("DigitalOcean status is major"),
+        "{}",
+        s.message
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_status_page_is_unknown_and_never_healthy() {
+    for (status, body) in [
+        (200, "<html>we moved</html>"),
+        (503, "{}"),
+        (200, r#"{"status":{}}"#),
+    ] {
+        let (url, _) = http_stub(status, body).await;
+        let rig = Rig::new(false);
+        let (s, _) = run_to_end(&rig, &gate_steps(&url, "critical")).await;
+        assert_eq!(s.run.state, RunState::Failed, "{status} {body}");
+        assert!(s.message.contains("status unknown"), "{}", s.message);
+    }
+    // Nobody listening at all.
+    let rig = Rig::new(false);
+    let (s, _) = run_to_end(&rig, &gate_steps("http://127.0.0.1:9", "critical")).await;
+    assert_eq!(s.run.state, RunState::Failed);
+}
+
+#[tokio::test]
+async fn announcements_reach_slack_and_json_webhooks_and_are_kept() {
+    let (slack, slack_seen) = http_stub(200, "ok").await;
+    let (json_url, json_seen) = http_stub(200, "{}").await;
+    let rig = Rig::new(false);
+    std::fs::write(rig.dir.path().join("slack.url"), format!("{slack}/hook\n")).unwrap();
+    std::fs::write(rig.dir.path().join("json.url"), format!("{json_url}/feed")).unwrap();
+    let steps = r#"
+[[notifications.webhooks]]
+name = "chat"
+kind = "slack"
+url_file = "slack.url"
+
+[[notifications.webhooks]]
+name = "feed"
+kind = "json"
+url_file = "json.url"
+
+[[steps]]
+id = "announce"
+kind = "announce"
+message = "Publishing is unavailable for an hour."
+channels = ["chat", "feed"]
+maintenance_window = { starts_in = "30m", duration = "1h" }
+"#;
+    let (s, entries) = run_to_end(&rig, steps).await;
+    assert_eq!(s.run.state, RunState::Done, "{}", s.message);
+    let slack_req = slack_seen.lock().unwrap()[0].clone();
+    assert!(slack_req.starts_with("POST /hook\n"), "{slack_req}");
+    let body: serde_json::Value =
+        serde_json::from_str(slack_req.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(
+        body,
+        json!({"text": "Publishing is unavailable for an hour."})
+    );
+    let json_req = json_seen.lock().unwrap()[0].clone();
+    let body: serde_json::Value =
+        serde_json::from_str(json_req.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(body["message"], "Publishing is unavailable for an hour.");
+    assert_eq!(body["step"], "announce");
+    let w = &body["maintenance_window"];
+    assert_eq!(
+        w["ends_unix_ms"].as_i64().unwrap() - w["starts_unix_ms"].as_i64().unwrap(),
+        3_600_000
+    );
+    // Kept in the journal for the status page.
+    let kept = entries
+        .iter()
+        .find(|e| e.step_id == "announce" && e.phase == Phase::Outcome)
+        .unwrap();
+    assert_eq!(
+        kept.detail["announcement"]["message"],
+        "Publishing is unavailable for an hour."
+    );
+}
+
+#[tokio::test]
+async fn exec_gets_the_plans_env_and_is_killed_at_its_timeout() {
+    let rig = Rig::new(false);
+    let steps = r#"
+[[steps]]
+id = "hello"
+kind = "exec"
+command = ["sh", "-c", "echo \"greeting=$GREETING\"; echo oops >&2"]
+env = { GREETING = "hi" }
+
+[[steps]]
+id = "slow"
+kind = "exec"
+command = ["sleep", "30"]
+timeout = "200ms"
+on_failure = "abort"
+"#;
+    let (s, entries) = run_to_end(&rig, steps).await;
+    assert_eq!(s.run.state, RunState::Failed);
+    assert!(s.message.contains("did not finish within"), "{}", s.message);
+    let hello = entries
+        .iter()
+        .find(|e| e.step_id == "hello" && e.phase == Phase::Outcome)
+        .unwrap();
+    assert!(hello.output.contains("greeting=hi"), "{}", hello.output);
+    assert!(
+        hello.output.contains("--- stderr ---\noops"),
+        "{}",
+        hello.output
+    );
+}
