@@ -600,7 +600,8 @@ pub struct MaintenanceWindow {
 /// `kind = "exec"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec {
-    /// argv; `command[0]` is looked up in `PATH`. Never passed through a shell.
+    /// argv; `command[0]` is looked up in `PATH` (a relative path is relative to the
+    /// plan's folder, the command's working directory). Never passed through a shell.
     pub command: Vec<String>,
     /// Extra environment for the command.
     pub env: BTreeMap<String, EnvValue>,
