@@ -86,7 +86,7 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
         .strip_suffix(b"==")
         .or_else(|| clean.strip_suffix(b"="))
         .unwrap_or(&clean);
-    if clean.len() % 4 != 0 || body.len() % 4 == 1 {
+    if !clean.len().is_multiple_of(4) || body.len() % 4 == 1 {
         return Err("not valid base64 (length)".to_string());
     }
     let mut out = Vec::with_capacity(body.len() * 3 / 4);
