@@ -55,8 +55,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the coordinator (probe service, admin service, /metrics).
     Serve,
-    /// Evidence per region: probes connected, samples, errors, latency, DNS propagation.
-    Status,
+    /// The plan run (step, what it waits for, per-region progress, time left), then the
+    /// evidence per region: probes connected, samples, errors, latency, DNS propagation.
+    Status {
+        /// Redraw every second until interrupted (Ctrl-C): a live view of the plan and evidence.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Enrolled probes: id, region, version, connected, last seen.
     Probes,
     /// Enrol or revoke a probe.
@@ -159,16 +164,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             bound.run(shutdown).await?;
             Ok(())
         }
-        Command::Status => {
+        Command::Status { watch } => {
             let mut client = admin_client(&cli, cfg.as_ref()).await?;
-            let reply = client
-                .status(v1::StatusRequest {})
-                .await
-                .map_err(rpc_error)?
-                .into_inner();
-            print!("{}", crate::operator::status_section(&mut client).await);
-            print!("{}", render_status(&reply));
-            Ok(())
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let reply = client
+                    .status(v1::StatusRequest {})
+                    .await
+                    .map_err(rpc_error)?
+                    .into_inner();
+                let plan = crate::operator::status_section(&mut client).await;
+                if *watch && tty {
+                    // Clear the screen and home the cursor: one frame per refresh.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{plan}{}", render_status(&reply));
+                if !*watch {
+                    return Ok(());
+                }
+                if !tty {
+                    println!();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
         Command::Run(command) => {
             let mut client = admin_client(&cli, cfg.as_ref()).await?;
