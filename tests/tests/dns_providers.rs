@@ -209,3 +209,165 @@ async fn silent_servers_are_reported_not_trusted() {
     );
     drop(sock);
 }
+
+/// Writes a `named.conf` and starts BIND on `addr`, waiting until it answers
+/// for the zone.
+async fn start_named(
+    name: &str,
+    addr: Ipv4Addr,
+    dir: &Path,
+    block: &AddrBlock,
+    zone_stanza: &str,
+    extra_options: &str,
+    keys: &str,
+) -> cutover_e2e::procs::Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        r#"options {{
+    directory "{d}";
+    listen-on port 53 {{ {addr}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    allow-query {{ any; }};
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    dnssec-validation no;
+    {extra_options}
+}};
+controls {{ }};
+logging {{ category default {{ default_stderr; }}; }};
+{keys}
+{zone_stanza}
+"#
+    );
+    let conf_path = dir.join("named.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = std::process::Command::new("named");
+    cmd.args(["-f", "-g", "-4", "-c"]).arg(&conf_path);
+    let proc = cutover_e2e::procs::Proc::spawn(name, cmd, dir, block)
+        .unwrap()
+        .quiet();
+    cutover_e2e::poll::until(
+        &format!("{name} on {addr} to serve {ZONE}"),
+        Duration::from_secs(20),
+        || async move {
+            let a = bind::query(addr, ZONE, "SOA").await?;
+            Ok(a.status_noerror.then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    proc
+}
+
+/// A primary whose key is hmac-sha512 and a secondary fed by NOTIFY and zone
+/// transfer: the provider signs with SHA-512, the nameservers are discovered
+/// from the NS records, and `verify` waits until both serve the new set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc2136_hmac_sha512_and_verify_waits_for_every_nameserver() {
+    cutover_e2e::init();
+    let block = AddrBlock::acquire().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("cutover-e2e-dns-")
+        .tempdir()
+        .unwrap();
+    let primary = block.add(1).unwrap();
+    let secondary = block.add(2).unwrap();
+    let old_ip = block.ip(10);
+    // 64 random-looking bytes, base64: an hmac-sha512 secret.
+    let secret =
+        "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEg==";
+    let key = format!(r#"key "cutover-512" {{ algorithm hmac-sha512; secret "{secret}"; }};"#);
+    let zone_file = dir.path().join("primary").join("elm.test.zone");
+    std::fs::create_dir_all(zone_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &zone_file,
+        format!(
+            "$TTL 60\n@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 60 30 600 5\n\
+             @ IN NS ns1.{ZONE}.\n@ IN NS ns2.{ZONE}.\n\
+             ns1 IN A {primary}\nns2 IN A {secondary}\npackage 300 IN A {old_ip}\n"
+        ),
+    )
+    .unwrap();
+    let _p = start_named(
+        "named-primary",
+        primary,
+        &dir.path().join("primary"),
+        &block,
+        &format!(
+            r#"zone "{ZONE}" {{ type primary; file "{}"; allow-update {{ key "cutover-512"; }};
+                 allow-transfer {{ any; }}; notify explicit; also-notify {{ {secondary}; }}; }};"#,
+            zone_file.display()
+        ),
+        &format!("notify-source {primary};"),
+        &key,
+    )
+    .await;
+    let _s = start_named(
+        "named-secondary",
+        secondary,
+        &dir.path().join("secondary"),
+        &block,
+        &format!(
+            r#"zone "{ZONE}" {{ type secondary; primaries {{ {primary}; }}; file "{}"; }};"#,
+            dir.path().join("secondary").join("elm.test.db").display()
+        ),
+        &format!("transfer-source {secondary}; notify no;"),
+        "",
+    )
+    .await;
+
+    let server = SocketAddr::new(primary.into(), 53);
+    let nameservers = dns::discover_nameservers(ZONE, server).await.unwrap();
+    assert_eq!(nameservers, [server, SocketAddr::new(secondary.into(), 53)]);
+
+    std::fs::write(dir.path().join("sha512.key"), secret).unwrap();
+    let spec = ProviderSpec {
+        rfc2136: Some(Rfc2136Spec {
+            server: primary.to_string(),
+            tsig_key_name: "cutover-512".into(),
+            tsig_algorithm: Some("hmac-sha512".into()),
+            tsig_secret: SecretRef {
+                file: Some("sha512.key".into()),
+                env: None,
+            },
+        }),
+        ..spec(server, "unused", "unused")
+    };
+    let provider = dns::build(&spec, ZONE, dir.path()).unwrap();
+    let desired = RecordSet::new(NAME, RecordType::A, 45, &[block.ip(11).to_string()]).unwrap();
+    provider.apply(&desired).await.unwrap();
+    let v = dns::verify(&nameservers, &desired, Duration::from_secs(30)).await;
+    assert!(
+        v.agrees_with(&desired),
+        "{:?}",
+        v.disagreements(&desired, true)
+    );
+    for ns in [primary, secondary] {
+        let a = bind::query(ns, NAME, "A").await.unwrap();
+        assert_eq!((a.addresses, a.ttl), (vec![block.ip(11)], Some(45)), "{ns}");
+    }
+
+    // The same key name with SHA-256 is a different key to BIND: refused.
+    let wrong_alg = ProviderSpec {
+        rfc2136: Some(Rfc2136Spec {
+            tsig_algorithm: Some("hmac-sha256".into()),
+            ..spec.rfc2136.clone().unwrap()
+        }),
+        ..spec.clone()
+    };
+    let other = RecordSet::new(NAME, RecordType::A, 45, &[block.ip(12).to_string()]).unwrap();
+    let msg = dns::build(&wrong_alg, ZONE, dir.path())
+        .unwrap()
+        .apply(&other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("NOTAUTH"), "{msg}");
+    assert_eq!(
+        bind::query(primary, NAME, "A").await.unwrap().addresses,
+        [block.ip(11)]
+    );
+}
