@@ -46,6 +46,13 @@ pub const DNS_TTL_REMAINING: &str = "cutover_dns_ttl_remaining_seconds";
 pub const STORE_COMMIT_DURATION: &str = "cutover_store_commit_duration_seconds";
 /// `cutover_store_commit_batches`: batches per group commit.
 pub const STORE_COMMIT_BATCHES: &str = "cutover_store_commit_batches";
+/// `cutover_plan_steps_total{step,outcome}`: plan step attempts ended, by outcome (`ok`, `failed`).
+pub const PLAN_STEPS: &str = "cutover_plan_steps_total";
+/// `cutover_plan_step_active{step}`: 1 while the step runs (or waits), else 0.
+pub const PLAN_STEP_ACTIVE: &str = "cutover_plan_step_active";
+/// `cutover_plan_run_state{outcome}`: 1 for the latest plan run's state
+/// (`running`, `paused`, `waiting_approval`, `done`, `failed`, `aborted`, `fell_back`), 0 for the others.
+pub const PLAN_RUN_STATE: &str = "cutover_plan_run_state";
 
 /// Label names (the fixed set).
 pub mod label {
@@ -59,6 +66,8 @@ pub mod label {
     pub const OUTCOME: &str = "outcome";
     /// HTTP phase.
     pub const PHASE: &str = "phase";
+    /// Plan step id.
+    pub const STEP: &str = "step";
 }
 
 /// Reasons used as `outcome` on [`REJECTED_MESSAGES`].
@@ -226,6 +235,15 @@ pub fn describe() {
     describe_histogram!(
         STORE_COMMIT_BATCHES,
         "Result batches per SQLite group commit."
+    );
+    describe_counter!(PLAN_STEPS, "Plan step attempts ended, by step and outcome.");
+    describe_gauge!(
+        PLAN_STEP_ACTIVE,
+        "1 while a plan step runs or waits, else 0."
+    );
+    describe_gauge!(
+        PLAN_RUN_STATE,
+        "1 for the latest plan run's state (outcome label), 0 for the others."
     );
 }
 

@@ -369,6 +369,41 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
     assert_eq!(lines(&counter), 1);
     assert_eq!(lines(&counter2), 1);
 
+    // The plan's progress is on /metrics, under names promtool accepts.
+    let text = cutover_e2e::prom::scrape(world.coordinator.metrics)
+        .await
+        .unwrap();
+    cutover_e2e::prom::promtool_check(&text)
+        .await
+        .unwrap()
+        .unwrap();
+    let samples = cutover_e2e::prom::parse(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| s.name == name && s.has(labels))
+            .map(|s| s.value)
+    };
+    assert_eq!(
+        value("cutover_plan_run_state", &[("outcome", "done")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("cutover_plan_run_state", &[("outcome", "running")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            "cutover_plan_steps_total",
+            &[("step", "switch"), ("outcome", "ok")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("cutover_plan_step_active", &[("step", "switch")]),
+        Some(0.0)
+    );
+
     let history = cli_ok(&world, &["history"]).await.unwrap();
     for step in FORWARD {
         assert!(

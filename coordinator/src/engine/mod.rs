@@ -40,6 +40,7 @@ use crate::evidence::now_ms;
 use crate::journal::{
     Direction, Entry, Journal, JournalError, NewEntry, Phase, RunRecord, RunState, RunUpdate,
 };
+use crate::metrics as m;
 use crate::plan::{self, Action, OnFailure, Plan, Step};
 
 pub use dns_backend::RealDns;
@@ -191,8 +192,13 @@ impl Engine {
         entry: NewEntry,
         update: RunUpdate,
     ) -> Result<Entry, EngineError> {
-        self.journal(move |j| j.append(run, entry, update, now_ms()))
-            .await
+        let e = self
+            .journal(move |j| j.append(run, entry, update, now_ms()))
+            .await?;
+        if let Some(s) = update.state {
+            state_gauge(s);
+        }
+        Ok(e)
     }
 
     async fn latest(&self) -> Result<Option<RunRecord>, EngineError> {
@@ -226,6 +232,9 @@ impl Engine {
     /// Resumes the latest unfinished run, if any (at start-up).
     pub async fn resume_unfinished(&self) -> Result<Option<u64>, EngineError> {
         let runs = self.journal(|j| j.runs()).await?;
+        if let Some(latest) = runs.last() {
+            state_gauge(latest.state);
+        }
         let Some(run) = runs.iter().rev().find(|r| !r.state.is_finished()) else {
             return Ok(None);
         };
@@ -295,6 +304,7 @@ impl Engine {
         let run = self
             .journal(move |j| j.create_run(&path, &text, now_ms(), note))
             .await?;
+        state_gauge(run.state);
         tracing::info!(run = run.id, plan = %run.plan_path.display(), "plan run started");
         self.spawn(run.id);
         Ok((run, warnings))
@@ -740,13 +750,25 @@ impl Engine {
             approved: mine.approved_after_open,
             cancel: cancel.clone(),
         };
+        let active = metrics::gauge!(m::PLAN_STEP_ACTIVE, m::label::STEP => step.id.clone());
+        active.set(1.0);
         let result = tokio::select! {
             r = steps::execute(&ctx) => r,
             () = cancel.cancelled(), if interruptible => steps::StepResult::Interrupted,
             () = self.inner.shutdown.cancelled(), if interruptible => steps::StepResult::Interrupted,
         };
+        active.set(0.0);
         if let Ok(mut c) = self.inner.current.lock() {
             *c = None;
+        }
+        let ended = |outcome: &'static str| {
+            metrics::counter!(m::PLAN_STEPS, m::label::STEP => step.id.clone(), m::label::OUTCOME => outcome)
+                .increment(1);
+        };
+        match &result {
+            steps::StepResult::Ok { .. } => ended("ok"),
+            steps::StepResult::Failed { .. } => ended("failed"),
+            _ => {}
         }
         match result {
             steps::StepResult::Ok { detail, output } => {
@@ -851,6 +873,27 @@ impl Engine {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Every state a run can be in, for the state gauge.
+const STATES: [RunState; 7] = [
+    RunState::Running,
+    RunState::Paused,
+    RunState::WaitingApproval,
+    RunState::Done,
+    RunState::Failed,
+    RunState::Aborted,
+    RunState::FellBack,
+];
+
+fn state_gauge(state: RunState) {
+    for s in STATES {
+        metrics::gauge!(m::PLAN_RUN_STATE, m::label::OUTCOME => s.label()).set(if s == state {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
