@@ -10,9 +10,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::digitalocean::to_set;
 use super::http::{Api, Reply, encode_component, origin, snippet};
-use super::reconcile::{Change, Existing, plan};
+use super::reconcile::{Change, Existing, plan, to_set};
 use super::retry::RetryPolicy;
 use super::{
     BoxFuture, CloudflareSpec, DnsProvider, ProviderError, RecordSet, RecordType, check_in_zone,

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::http::{Api, encode_component, origin};
-use super::reconcile::{Change, Existing, plan};
+use super::reconcile::{Change, Existing, plan, to_set};
 use super::retry::RetryPolicy;
 use super::{
     BoxFuture, DnsProvider, ProviderError, RecordSet, RecordType, TokenApiSpec, check_in_zone, fqdn,
@@ -222,21 +222,7 @@ impl DnsProvider for DigitalOcean {
     }
 }
 
-/// The RRset a list of records makes (lowest TTL if they differ).
-pub(crate) fn to_set(name: &str, rtype: RecordType, existing: &[Existing]) -> Option<RecordSet> {
-    let ttl = existing.iter().map(|e| e.ttl).min()?;
-    let mut values: Vec<String> = existing.iter().map(|e| e.value.clone()).collect();
-    values.sort();
-    values.dedup();
-    Some(RecordSet {
-        name: fqdn(name),
-        rtype,
-        ttl,
-        values,
-    })
-}
-
-pub(crate) fn parse(body: &str) -> Result<Value, ProviderError> {
+fn parse(body: &str) -> Result<Value, ProviderError> {
     serde_json::from_str(body).map_err(|e| {
         ProviderError::fatal(
             PROVIDER,

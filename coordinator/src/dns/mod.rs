@@ -8,6 +8,27 @@
 //! idempotent — `apply` sets a desired state, it does not toggle — so the
 //! engine may repeat a step after a crash without harm.
 //!
+//! How the engine drives a `dns` step:
+//!
+//! ```ignore
+//! let provider = dns::build(&plan.dns.provider_spec, &plan.dns.zone, plan_dir)?;
+//! let desired = RecordSet::new("package.elm-lang.org", RecordType::A, 60, &["203.0.113.20"])?;
+//! if let Some(text) = provider.manual_instructions(&desired) {
+//!     show(text); wait_for_approve().await;       // `manual`: the operator does it
+//! } else {
+//!     provider.apply(&desired).await?;            // idempotent: safe to repeat after a crash
+//! }
+//! let nameservers = match &plan.dns.nameservers {  // or the zone's NS, found via a resolver
+//!     Some(ns) => ns.clone(),
+//!     None => dns::discover_nameservers(&plan.dns.zone, dns::system_resolver()?).await?,
+//! };
+//! let opts = VerifyOptions { check_ttl: provider.sets_ttl(), ..VerifyOptions::default() };
+//! let v = dns::verify_with(&nameservers, &desired, Duration::from_secs(120), opts).await;
+//! if !v.agrees_with(&desired) { /* v.disagreements(&desired, opts.check_ttl) says who serves what */ }
+//! ```
+//!
+//! (`agrees_on_values` instead of `agrees_with` when `sets_ttl()` is false.)
+//!
 //! One file per provider; adding one touches that file and [`build`]. Shared
 //! pieces: [`wire`] (DNS over UDP/TCP), [`tsig`] (RFC 8945 signatures),
 //! [`http`] (the HTTP client and error mapping of the API providers),

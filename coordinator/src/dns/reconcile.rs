@@ -2,6 +2,8 @@
 //! RRset with the fewest writes, in an order that never leaves the name
 //! without records: first change or create, then delete the extras.
 
+use super::{RecordSet, RecordType, fqdn};
+
 /// One record as an id-per-record API (DigitalOcean, Cloudflare) lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Existing {
@@ -64,6 +66,20 @@ pub fn plan(existing: &[Existing], values: &[String], ttl: u32) -> Vec<Change> {
         deletes.push(Change::Delete { id: e.id.clone() });
     }
     updates.into_iter().chain(creates).chain(deletes).collect()
+}
+
+/// The RRset a list of records makes (lowest TTL if they differ).
+pub fn to_set(name: &str, rtype: RecordType, existing: &[Existing]) -> Option<RecordSet> {
+    let ttl = existing.iter().map(|e| e.ttl).min()?;
+    let mut values: Vec<String> = existing.iter().map(|e| e.value.clone()).collect();
+    values.sort();
+    values.dedup();
+    Some(RecordSet {
+        name: fqdn(name),
+        rtype,
+        ttl,
+        values,
+    })
 }
 
 #[cfg(test)]
