@@ -8,7 +8,7 @@
 //! per-region propagation figure. Pure data structure: no I/O, no clock
 //! (callers pass `now_ms`), no gRPC types other than the decoded results.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use cutover_proto::v1;
@@ -95,7 +95,6 @@ struct Bucket {
     samples: u64,
     failures: u64,
     hard: u64,
-    probes: HashSet<Arc<str>>,
     hist: Box<[u32; HIST_BUCKETS]>,
     last_error: Option<(i64, String)>,
 }
@@ -107,7 +106,6 @@ impl Bucket {
             samples: 0,
             failures: 0,
             hard: 0,
-            probes: HashSet::new(),
             hist: Box::new([0; HIST_BUCKETS]),
             last_error: None,
         }
@@ -118,6 +116,11 @@ impl Bucket {
 struct Series {
     /// Ordered by `second`, oldest first.
     buckets: VecDeque<Bucket>,
+    /// The latest second each probe reported in: the distinct probes of the
+    /// window are those at or after its oldest second. One entry per probe
+    /// rather than a set per bucket keeps the once-a-second snapshot cheap
+    /// with thousands of probes.
+    probes: HashMap<Arc<str>, i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,8 +233,7 @@ impl Aggregator {
             region: region.to_string(),
         };
         let series = self.series.entry(key).or_default();
-        // The bucket the probe was last added to, so it is hashed once per bucket.
-        let mut probe_in: Option<i64> = None;
+        let mut latest_second = i64::MIN;
         for (at_ms, result) in results {
             let second = at_ms.div_euclid(1000);
             let pos = series.buckets.iter().rposition(|b| b.second <= second);
@@ -247,12 +249,7 @@ impl Aggregator {
                 }
             };
             bucket.samples += 1;
-            if probe_in != Some(second) {
-                if !bucket.probes.contains(probe) {
-                    bucket.probes.insert(probe.clone());
-                }
-                probe_in = Some(second);
-            }
+            latest_second = latest_second.max(second);
             match result.outcome() {
                 v1::Outcome::Success => {
                     bucket.hist[hist_index(result.duration_us)] += 1;
@@ -298,6 +295,12 @@ impl Aggregator {
                 }
             }
         }
+        match series.probes.get_mut(probe) {
+            Some(seen) => *seen = (*seen).max(latest_second),
+            None => {
+                series.probes.insert(probe.clone(), latest_second);
+            }
+        }
     }
 
     /// Drops what fell out of the window and summarises the rest.
@@ -308,6 +311,7 @@ impl Aggregator {
             while s.buckets.front().is_some_and(|b| b.second < oldest) {
                 s.buckets.pop_front();
             }
+            s.probes.retain(|_, second| *second >= oldest);
             !s.buckets.is_empty()
         });
         self.dns.retain(|_, probes| {
@@ -320,14 +324,12 @@ impl Aggregator {
             .iter()
             .map(|(key, s)| {
                 let mut hist = [0u64; HIST_BUCKETS];
-                let mut probes: HashSet<&Arc<str>> = HashSet::new();
                 let (mut samples, mut failures, mut hard) = (0, 0, 0);
                 let mut last_error: Option<&(i64, String)> = None;
                 for b in &s.buckets {
                     samples += b.samples;
                     failures += b.failures;
                     hard += b.hard;
-                    probes.extend(b.probes.iter());
                     for (h, &n) in hist.iter_mut().zip(b.hist.iter()) {
                         *h += u64::from(n);
                     }
@@ -343,7 +345,7 @@ impl Aggregator {
                     samples,
                     failures,
                     hard_failures: hard,
-                    probes: probes.len() as u32,
+                    probes: s.probes.len() as u32,
                     p50_ms: quantile(&hist, ok, 0.5),
                     p95_ms: quantile(&hist, ok, 0.95),
                     last_error: last_error.map(|e| e.1.clone()).unwrap_or_default(),
