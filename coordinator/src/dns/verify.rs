@@ -61,7 +61,7 @@ impl Verification {
                 Ok(Some(rs)) => {
                     rs.name == desired.name
                         && rs.rtype == desired.rtype
-                        && rs.values == desired.values
+                        && same_values(&rs.values, &desired.values)
                         && (!check_ttl || rs.ttl == desired.ttl)
                 }
                 _ => false,
@@ -77,7 +77,8 @@ impl Verification {
             .iter()
             .filter_map(|(ns, got)| match got {
                 Ok(Some(rs))
-                    if rs.values == desired.values && (!check_ttl || rs.ttl == desired.ttl) =>
+                    if same_values(&rs.values, &desired.values)
+                        && (!check_ttl || rs.ttl == desired.ttl) =>
                 {
                     None
                 }
@@ -91,6 +92,17 @@ impl Verification {
             })
             .collect()
     }
+}
+
+/// The same values in any order (a set built by hand need not be sorted).
+fn same_values(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a == b
 }
 
 /// Queries each authoritative server (RD=0) for `name`/`rtype` until all agree
@@ -269,5 +281,19 @@ mod tests {
             rounds: 1,
         };
         assert!(!none.agrees_with(&want));
+    }
+
+    #[test]
+    fn order_of_values_does_not_matter() {
+        let got = set(60, &["10.0.0.1", "10.0.0.2"]);
+        let unsorted = RecordSet {
+            values: vec!["10.0.0.2".into(), "10.0.0.1".into()],
+            ..got.clone()
+        };
+        let v = Verification {
+            servers: vec![("127.0.0.1:53".parse().unwrap(), Ok(Some(got)))],
+            rounds: 1,
+        };
+        assert!(v.agrees_with(&unsorted));
     }
 }
