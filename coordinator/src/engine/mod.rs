@@ -26,7 +26,6 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -926,7 +925,8 @@ pub fn next_step(book: &[Step], entries: &[Entry]) -> Option<usize> {
 struct StepHistory {
     /// (time, seq) of the first intent after the last outcome.
     open_intent: Option<(i64, u64)>,
-    /// Intents ever written for the step.
+    /// Intents ever written for the step (attempts count across failures
+    /// too, so the journal reads 1, 2, 3).
     attempts: u64,
     /// The operator approved after the first open intent.
     approved_after_open: bool,
@@ -937,11 +937,10 @@ struct StepHistory {
 impl StepHistory {
     fn of(entries: &[Entry], step: &str) -> Self {
         let mut h = StepHistory::default();
-        let mut total_intents = 0;
         for e in entries.iter().filter(|e| e.step_id == step) {
             match e.phase {
                 Phase::Intent => {
-                    total_intents += 1;
+                    h.attempts += 1;
                     if h.open_intent.is_none() {
                         h.open_intent = Some((e.unix_ms, e.seq));
                     }
@@ -962,15 +961,8 @@ impl StepHistory {
                 Phase::Note => {}
             }
         }
-        // Attempts count across failures too, so the journal reads 1, 2, 3.
-        h.attempts = total_intents;
         h
     }
-}
-
-/// Regions progress as a map, for tests and rendering.
-pub fn by_region(p: &[RegionProgress]) -> BTreeMap<&str, &RegionProgress> {
-    p.iter().map(|r| (r.region.as_str(), r)).collect()
 }
 
 /// The folder relative paths of a plan resolve against.

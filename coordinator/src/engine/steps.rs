@@ -677,3 +677,79 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `body` (and an `x-version` header) at `ip:port` over plain HTTP.
+    async fn site(ip: &str, port: u16, body: &'static str) -> u16 {
+        let l = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nx-version: {body}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    fn plan() -> Plan {
+        let text = r#"
+[plan]
+name = "same-code"
+[sites.old]
+addresses = ["127.0.0.1"]
+[sites.new]
+addresses = ["127.0.0.2"]
+[dns]
+zone = "example.org"
+provider = "manual"
+nameservers = ["127.0.0.1:53"]
+[[dns.records]]
+name = "www"
+type = "A"
+[[steps]]
+id = "ok"
+kind = "approve"
+prompt = "?"
+"#;
+        let report = crate::plan::parse(std::path::Path::new("p.toml"), text);
+        let diags = report.render();
+        report.plan.unwrap_or_else(|| panic!("test plan: {diags}"))
+    }
+
+    #[tokio::test]
+    async fn same_code_fetches_each_site_pinned_by_address_and_compares() {
+        let port = site("127.0.0.1", 0, "build-1").await;
+        site("127.0.0.2", port, "build-2").await;
+        let p = plan();
+        // The name does not resolve: only the pinned address can answer.
+        let url = format!("http://www.example.invalid:{port}/");
+        let old = fingerprint(&p, Site::Old, &url, &Compare::BodySha256)
+            .await
+            .unwrap();
+        let new = fingerprint(&p, Site::New, &url, &Compare::BodySha256)
+            .await
+            .unwrap();
+        assert_ne!(old, new);
+        let h = Compare::Header("x-version".into());
+        assert_eq!(
+            fingerprint(&p, Site::Old, &url, &h).await.unwrap(),
+            "build-1"
+        );
+        assert_eq!(
+            fingerprint(&p, Site::New, &url, &h).await.unwrap(),
+            "build-2"
+        );
+        let missing = Compare::Header("x-nothing".into());
+        assert!(fingerprint(&p, Site::New, &url, &missing).await.is_err());
+    }
+}
