@@ -337,13 +337,14 @@ impl Engine {
             )));
         }
         let what = ask.str("kind").to_string();
-        if what == "exec_unknown" && !matches!(exec_answer, "ran" | "not-ran") {
+        let exec_question = matches!(what.as_str(), "exec_unknown" | "exec_failed");
+        if exec_question && !matches!(exec_answer, "ran" | "not-ran") {
             return Err(EngineError::Refused(format!(
-                "step `{}` is `exec once` and the journal cannot tell whether it ran: answer with --ran or --not-ran",
+                "step `{}` is `exec once` and waits for an answer: --ran (it ran; do not run it again) or --not-ran (run it now)",
                 ask.step_id
             )));
         }
-        if what != "exec_unknown" && !exec_answer.is_empty() {
+        if !exec_question && !exec_answer.is_empty() {
             return Err(EngineError::Refused(format!(
                 "--ran/--not-ran only answer an `exec once` step; step `{}` waits for a plain approval",
                 ask.step_id
@@ -665,6 +666,38 @@ impl Engine {
             step.action,
             Action::Dns(_) | Action::Exec(_) | Action::Announce(_)
         );
+        // `exec once` that ran and failed: running it again is the operator's call.
+        if once && mine.failed_last {
+            match mine.answer_after_failure.as_deref() {
+                Some("ran") => {
+                    return self
+                        .outcome(
+                            run,
+                            step,
+                            json!({"result": "ok", "ran": "operator marked it done after it failed"}),
+                            String::new(),
+                        )
+                        .await;
+                }
+                Some("not-ran") => {} // run it again, with a new intent
+                _ => {
+                    return self
+                        .ask(
+                            run,
+                            step,
+                            "exec_failed",
+                            format!(
+                                "step `{}` (exec once: {}) ran and failed; it is not run again by itself: \
+                                 `cutover approve --step {} --not-ran` runs it again, `--ran` marks it done",
+                                step.id,
+                                exec_line(step),
+                                step.id
+                            ),
+                        )
+                        .await;
+                }
+            }
+        }
         // `exec once` with an open intent: it may have run. Never guess.
         if once && mine.open_intent.is_some() {
             match mine.answer_after_open.as_deref() {
@@ -932,6 +965,10 @@ struct StepHistory {
     approved_after_open: bool,
     /// `exec once` answer after the latest open intent.
     answer_after_open: Option<String>,
+    /// The latest outcome of the step was a failure (and nothing started since).
+    failed_last: bool,
+    /// `exec once` answer after that failed outcome.
+    answer_after_failure: Option<String>,
 }
 
 impl StepHistory {
@@ -945,17 +982,27 @@ impl StepHistory {
                         h.open_intent = Some((e.unix_ms, e.seq));
                     }
                     h.answer_after_open = None;
+                    h.failed_last = false;
+                    h.answer_after_failure = None;
                 }
                 Phase::Outcome => {
                     h.open_intent = None;
                     h.approved_after_open = false;
                     h.answer_after_open = None;
+                    h.failed_last = e.str("result") == "failed";
+                    h.answer_after_failure = None;
                 }
                 Phase::Note if e.str("event") == "approved" && h.open_intent.is_some() => {
                     h.approved_after_open = true;
                     let a = e.str("answer");
                     if !a.is_empty() {
                         h.answer_after_open = Some(a.to_string());
+                    }
+                }
+                Phase::Note if e.str("event") == "approved" && h.failed_last => {
+                    let a = e.str("answer");
+                    if !a.is_empty() {
+                        h.answer_after_failure = Some(a.to_string());
                     }
                 }
                 Phase::Note => {}

@@ -752,3 +752,43 @@ on_failure = "abort"
         hello.output
     );
 }
+
+#[tokio::test]
+async fn a_failed_exec_once_step_is_not_run_again_by_resume_alone() {
+    let rig = Rig::new(false);
+    let (e, _stop) = rig.engine();
+    let steps = format!(
+        r#"
+[[steps]]
+id = "publish"
+kind = "exec"
+command = ["sh", "-c", "echo ran >> {}; exit 3"]
+once = true
+on_failure = "pause"
+"#,
+        rig.counter().display()
+    );
+    let (path, text) = bare_plan(rig.dir.path(), &steps);
+    e.start(path, text, false).await.unwrap();
+    let s = until_state(&e, RunState::Paused).await;
+    assert!(s.message.contains("exited with"), "{}", s.message);
+    assert_eq!(rig.runs(), 1);
+    e.resume().await.unwrap();
+    let s = until_state(&e, RunState::WaitingApproval).await;
+    assert!(s.message.contains("ran and failed"), "{}", s.message);
+    assert_eq!(
+        rig.runs(),
+        1,
+        "resume alone must not run an exec once step again"
+    );
+    assert!(e.approve("publish", "").await.is_err());
+    // Run it again by explicit answer: it fails again and pauses again.
+    e.approve("publish", "not-ran").await.unwrap();
+    until_state(&e, RunState::Paused).await;
+    assert_eq!(rig.runs(), 2);
+    e.resume().await.unwrap();
+    until_state(&e, RunState::WaitingApproval).await;
+    e.approve("publish", "ran").await.unwrap();
+    until_state(&e, RunState::Done).await;
+    assert_eq!(rig.runs(), 2);
+}
