@@ -39,7 +39,7 @@ pub enum RunCommand {
     },
     /// Stop the plan at the next safe point (a wait stops now; a dns or exec step finishes first).
     Pause,
-    /// Continue a paused plan (a failed step is tried again).
+    /// Continue a paused plan (a failed step is tried again; a failed `exec once` step asks first).
     Resume,
     /// End the plan: nothing more runs (a dns or exec step in flight finishes first).
     Abort {
