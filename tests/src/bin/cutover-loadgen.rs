@@ -198,10 +198,10 @@ async fn enrol_all(coord: &Coordinator, n: usize) -> Result<Vec<String>> {
             req.metadata_mut().insert("authorization", auth);
             client.enrol_probe(req).await.map(|r| r.into_inner().token)
         });
-        if pending.len() >= 64 {
-            if let Some(res) = pending.join_next().await {
-                tokens.push(res??);
-            }
+        if pending.len() >= 64
+            && let Some(res) = pending.join_next().await
+        {
+            tokens.push(res??);
         }
     }
     while let Some(res) = pending.join_next().await {
@@ -501,9 +501,12 @@ async fn main() -> Result<()> {
     }
     // Warm-up starts once every session has its assignment (and is streaming).
     while stats.ready.load(Ordering::Relaxed) < args.sessions as u64 {
-        if sessions.len() < args.sessions {
-            if let Some(Ok(Err(e))) = sessions.join_next().await {
-                bail!("a session failed before streaming: {e:#}");
+        if sessions.len() < args.sessions
+            && let Some(res) = sessions.join_next().await
+        {
+            match res {
+                Ok(Err(e)) => bail!("a session failed before streaming: {e:#}"),
+                _ => bail!("a session ended before every session was streaming"),
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
