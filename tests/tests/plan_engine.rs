@@ -709,3 +709,66 @@ prompt = "Open publishing again?"
     assert_eq!(lines(&counter), 1, "run 2 never reached stop-old");
     assert!(!has(&rows, "window-opens", "outcome", None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_every_step_boundary_still_finishes_once() {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
+    let db = world.coordinator.db_path();
+    cli_ok(&world, &["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    let mut restarts = 0;
+    for step in FORWARD.iter().chain(&["final-sync"]) {
+        loop {
+            let rows = until_journal(
+                &db,
+                &format!("{step}'s outcome"),
+                Duration::from_secs(120),
+                |s, r| s == "waiting_approval" || has(r, step, "outcome", Some("ok")),
+            )
+            .await
+            .unwrap();
+            if has(&rows, step, "outcome", Some("ok")) {
+                break;
+            }
+            // Killed right after the next `exec once` step's intent: the journal
+            // cannot tell whether it ran, so the operator answers from its side effect.
+            let ask = rows
+                .iter()
+                .rev()
+                .find(|r| r.detail["event"] == "ask")
+                .unwrap();
+            let ran = lines(if ask.step == "stop-old" {
+                &counter
+            } else {
+                &counter2
+            }) > 0;
+            let answer = if ran { "--ran" } else { "--not-ran" };
+            cli_ok(&world, &["approve", "--step", &ask.step, answer])
+                .await
+                .unwrap();
+        }
+        world.coordinator.kill();
+        world.coordinator.start(&world.block).await.unwrap();
+        restarts += 1;
+    }
+    let rows = until_journal(&db, "the run to finish", Duration::from_secs(60), |s, _| {
+        s == "done"
+    })
+    .await
+    .unwrap();
+    assert_eq!(restarts, 8);
+    assert_every_step_ok_once(&rows);
+    assert_eq!(lines(&counter), 1);
+    assert_eq!(lines(&counter2), 1);
+    assert_switched(&world, world.block.ip(11)).await.unwrap();
+}
