@@ -579,8 +579,11 @@ impl Engine {
                 return;
             }
             if matches!(run.state, RunState::Paused | RunState::WaitingApproval) {
+                // Woken by this process's operator requests, and re-reading the
+                // journal now and then for changes another process committed.
                 tokio::select! {
                     _ = wake.changed() => {}
+                    () = tokio::time::sleep(JOURNAL_RECHECK) => {}
                     () = self.inner.shutdown.cancelled() => return,
                 }
                 continue;
@@ -788,6 +791,7 @@ impl Engine {
             r = steps::execute(&ctx) => r,
             () = cancel.cancelled(), if interruptible => steps::StepResult::Interrupted,
             () = self.inner.shutdown.cancelled(), if interruptible => steps::StepResult::Interrupted,
+            () = self.changed_elsewhere(run), if interruptible => steps::StepResult::Interrupted,
         };
         active.set(0.0);
         if let Ok(mut c) = self.inner.current.lock() {
@@ -813,6 +817,21 @@ impl Engine {
             }
             steps::StepResult::Ask { kind, question } => self.ask(run, step, kind, question).await,
             steps::StepResult::Interrupted => Ok(()),
+        }
+    }
+
+    /// Returns once the journal says the run is no longer running this
+    /// runbook: an operator request committed by another process (a standby
+    /// coordinator, a second CLI path) stops a wait just like a local one.
+    async fn changed_elsewhere(&self, run: &RunRecord) {
+        let (id, direction) = (run.id, run.direction);
+        loop {
+            tokio::time::sleep(JOURNAL_RECHECK).await;
+            if let Ok(Some(cur)) = self.journal(move |j| j.run(id)).await
+                && (cur.state != RunState::Running || cur.direction != direction)
+            {
+                return;
+            }
         }
     }
 
@@ -907,6 +926,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// How often a waiting run re-reads its state from the journal.
+const JOURNAL_RECHECK: Duration = Duration::from_secs(2);
 
 /// Every state a run can be in, for the state gauge.
 const STATES: [RunState; 7] = [

@@ -792,3 +792,45 @@ on_failure = "pause"
     until_state(&e, RunState::Done).await;
     assert_eq!(rig.runs(), 2);
 }
+
+#[tokio::test]
+async fn a_pause_committed_by_another_process_stops_a_wait() {
+    let rig = Rig::new(false);
+    rig.ev.set(0.0, 3600);
+    let (e, _stop) = rig.engine();
+    let (path, text) = rig.plan("", "");
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another process (its own connection) pauses the run in the journal.
+    let other = SqliteJournal::open(rig.dir.path()).unwrap();
+    other
+        .append(
+            run.id,
+            NewEntry::new("", Phase::Note, json!({"event": "paused"})),
+            RunUpdate::state(RunState::Paused),
+            now_ms(),
+        )
+        .unwrap();
+    tokio::time::sleep(JOURNAL_RECHECK + Duration::from_millis(500)).await;
+    rig.ev.set(1.0, 25);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.runs(), 0, "the paused run must not go on to stop-old");
+    let live = e.status(0).await.unwrap().unwrap();
+    assert_eq!(live.run.state, RunState::Paused);
+    // Resumed elsewhere too: this engine notices and finishes.
+    other
+        .append(
+            run.id,
+            NewEntry::new("", Phase::Note, json!({"event": "resumed"})),
+            RunUpdate::state(RunState::Running),
+            now_ms(),
+        )
+        .unwrap();
+    for _ in 0..100 {
+        if e.status(0).await.unwrap().unwrap().run.state == RunState::Done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the run did not finish after a resume committed elsewhere");
+}
