@@ -252,6 +252,53 @@ pub fn checks_pass(
     (ok, all)
 }
 
+/// For a gate: every check passes on every one of its targets (samples in the
+/// window, no failures) from at least `min_regions` regions. Returns the
+/// failing `check/target` pairs and the per-region figures.
+pub fn gate_checks(
+    plan: &Plan,
+    snap: &Snapshot,
+    checks: &[String],
+    min_regions: u32,
+) -> (Vec<String>, Vec<RegionProgress>) {
+    let mut failing = Vec::new();
+    let mut all = Vec::new();
+    for c in checks {
+        let targets: Vec<&'static str> = match plan.check(c) {
+            Some(cfg) => cfg
+                .targets
+                .iter()
+                .map(|t| match t {
+                    TargetName::Old => "old",
+                    TargetName::New => "new",
+                    TargetName::Dns => "dns",
+                })
+                .collect(),
+            None => vec!["new"],
+        };
+        for target in targets {
+            let per: Vec<RegionProgress> = snap
+                .series
+                .iter()
+                .filter(|s| &s.key.check == c && s.key.target == target)
+                .map(|s| RegionProgress {
+                    region: s.key.region.clone(),
+                    value: 1.0 - s.error_ratio(),
+                    target: 1.0,
+                    unit: "share",
+                    done: s.samples > 0 && s.failures == 0,
+                    detail: format!("{c}/{target}: {}/{} failed", s.failures, s.samples),
+                })
+                .collect();
+            if (per.iter().filter(|r| r.done).count() as u32) < min_regions.max(1) {
+                failing.push(format!("{c}/{target}"));
+            }
+            all.extend(per);
+        }
+    }
+    (failing, all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -649,13 +649,13 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
             named.extend(g.consistency_checks.iter().cloned());
         }
         if !named.is_empty() {
-            let (pass, r) =
-                evidence::checks_pass(ctx.plan, &snap, &named, Site::New, 0.0, g.min_regions);
-            if !pass {
+            // Each check passes on each of its targets (old, new, dns).
+            let (failing, r) = evidence::gate_checks(ctx.plan, &snap, &named, g.min_regions);
+            if !failing.is_empty() {
                 problems.push(format!(
-                    "checks {} not passing from ≥ {} region(s)",
-                    named.join(", "),
-                    g.min_regions
+                    "not passing from ≥ {} region(s): {}",
+                    g.min_regions,
+                    failing.join(", ")
                 ));
             }
             regions = r;

@@ -834,3 +834,57 @@ async fn a_pause_committed_by_another_process_stops_a_wait() {
     }
     panic!("the run did not finish after a resume committed elsewhere");
 }
+
+#[test]
+fn a_gate_needs_every_target_of_each_check_passing_in_enough_regions() {
+    use crate::aggregate::{SeriesKey, SeriesStats};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, text) = bare_plan(
+        dir.path(),
+        r#"
+[[checks]]
+id = "home"
+kind = "http"
+targets = ["old", "new"]
+url = "https://www.example.org/"
+
+[[steps]]
+id = "ok"
+kind = "approve"
+prompt = "?"
+"#,
+    );
+    let plan = crate::plan::parse(&path, &text).plan.unwrap();
+    let series = |target: &'static str, region: &str, failures: u64| SeriesStats {
+        key: SeriesKey {
+            check: "home".into(),
+            target,
+            region: region.into(),
+        },
+        samples: 10,
+        failures,
+        hard_failures: 0,
+        probes: 1,
+        p50_ms: None,
+        p95_ms: None,
+        last_error: String::new(),
+    };
+    let mut snap = Snapshot {
+        series: vec![
+            series("old", "asia", 0),
+            series("old", "us", 0),
+            series("new", "asia", 0),
+            series("new", "us", 2),
+        ],
+        dns: vec![],
+    };
+    let (failing, _) = evidence::gate_checks(&plan, &snap, &["home".into()], 2);
+    assert_eq!(failing, ["home/new"]);
+    let (failing, _) = evidence::gate_checks(&plan, &snap, &["home".into()], 1);
+    assert!(failing.is_empty(), "{failing:?}");
+    // Old failing everywhere blocks the gate too: the same code must be healthy on both.
+    snap.series[0].failures = 1;
+    snap.series[1].failures = 1;
+    let (failing, _) = evidence::gate_checks(&plan, &snap, &["home".into()], 1);
+    assert_eq!(failing, ["home/old"]);
+}
