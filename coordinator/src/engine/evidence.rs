@@ -175,10 +175,10 @@ pub fn all_done(p: &[RegionProgress]) -> bool {
     !p.is_empty() && p.iter().all(|r| r.done)
 }
 
-/// Per region, whether `check` passes on `site`: results in the window, and the
-/// failure ratio at most `max_error_ratio`. Pinned checks are judged on the site's
-/// target; checks of target `dns` on their `dns` series, plus (for `dns` checks)
-/// every answer pointing at `site`.
+/// Per region, whether `check` passes on `site`: results in the window and a
+/// failure ratio of at most `max_error_ratio` on the site's pinned target and,
+/// if the check also runs through users' resolvers, on its `dns` target (what
+/// users get must work too); for `dns` checks, every answer points at `site`.
 pub fn check_passing(
     plan: &Plan,
     snap: &Snapshot,
@@ -187,27 +187,57 @@ pub fn check_passing(
     max_error_ratio: f64,
 ) -> Vec<RegionProgress> {
     let cfg = plan.check(check);
-    let pinned = cfg.is_none_or(|c| c.targets.iter().any(|t| *t != TargetName::Dns));
-    let target = if pinned { site.label() } else { "dns" };
+    let runs_on = |t: TargetName| cfg.is_none_or(|c| c.targets.contains(&t));
+    let pinned = match site {
+        Site::Old => TargetName::Old,
+        Site::New => TargetName::New,
+    };
+    let mut targets: Vec<&'static str> = Vec::new();
+    if cfg.is_none() || runs_on(pinned) {
+        targets.push(site.label());
+    }
+    if cfg.is_some() && runs_on(TargetName::Dns) {
+        targets.push("dns");
+    }
     let is_dns_kind = cfg.is_some_and(|c| matches!(c.params, CheckParams::Dns { .. }));
-    snap.series
+    let regions: BTreeSet<&str> = snap
+        .series
         .iter()
-        .filter(|s| s.key.check == check && s.key.target == target)
-        .map(|s| {
-            let ratio = s.error_ratio();
-            let mut ok = s.samples > 0 && ratio <= max_error_ratio + 1e-9;
-            let mut detail = format!(
-                "{}/{} failed from {} probe(s) (max {:.0}%)",
-                s.failures,
-                s.samples,
-                s.probes,
-                max_error_ratio * 100.0
-            );
+        .filter(|s| s.key.check == check && targets.contains(&s.key.target))
+        .map(|s| s.key.region.as_str())
+        .collect();
+    regions
+        .into_iter()
+        .map(|region| {
+            let mut ok = true;
+            let mut worst = 0.0_f64;
+            let mut parts = Vec::new();
+            for target in &targets {
+                match snap.series.iter().find(|s| {
+                    s.key.check == check && s.key.target == *target && s.key.region == region
+                }) {
+                    Some(s) => {
+                        let ratio = s.error_ratio();
+                        worst = worst.max(ratio);
+                        if s.samples == 0 || ratio > max_error_ratio + 1e-9 {
+                            ok = false;
+                        }
+                        parts.push(format!(
+                            "{target} {}/{} failed from {} probe(s)",
+                            s.failures, s.samples, s.probes
+                        ));
+                    }
+                    None => {
+                        ok = false;
+                        parts.push(format!("{target}: no results"));
+                    }
+                }
+            }
             if is_dns_kind {
                 let share = snap
                     .dns
                     .iter()
-                    .find(|d| d.check == check && d.region == s.key.region)
+                    .find(|d| d.check == check && d.region == region)
                     .map(|d| match site {
                         Site::Old => d.share_old,
                         Site::New => d.share_new,
@@ -215,16 +245,20 @@ pub fn check_passing(
                     .unwrap_or(0.0);
                 if share + 1e-9 < 1.0 - max_error_ratio {
                     ok = false;
-                    detail.push_str(&format!(", {:.0}% answer {}", share * 100.0, site.label()));
                 }
+                parts.push(format!("{:.0}% answer {}", share * 100.0, site.label()));
             }
             RegionProgress {
-                region: s.key.region.clone(),
-                value: 1.0 - ratio,
+                region: region.to_string(),
+                value: 1.0 - worst,
                 target: 1.0 - max_error_ratio,
                 unit: "share",
                 done: ok,
-                detail: format!("{check}: {detail}"),
+                detail: format!(
+                    "{check}: {} (max {:.0}% failed)",
+                    parts.join(", "),
+                    max_error_ratio * 100.0
+                ),
             }
         })
         .collect()

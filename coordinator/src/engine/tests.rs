@@ -888,3 +888,54 @@ prompt = "?"
     let (failing, _) = evidence::gate_checks(&plan, &snap, &["home".into()], 1);
     assert_eq!(failing, ["home/old"]);
 }
+
+#[test]
+fn verify_judges_the_site_and_what_users_get_through_their_resolvers() {
+    use crate::aggregate::{SeriesKey, SeriesStats};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, text) = bare_plan(
+        dir.path(),
+        r#"
+[[checks]]
+id = "home"
+kind = "http"
+targets = ["old", "new", "dns"]
+url = "https://www.example.org/"
+
+[[steps]]
+id = "ok"
+kind = "approve"
+prompt = "?"
+"#,
+    );
+    let plan = crate::plan::parse(&path, &text).plan.unwrap();
+    let series = |target: &'static str, failures: u64| SeriesStats {
+        key: SeriesKey {
+            check: "home".into(),
+            target,
+            region: "asia".into(),
+        },
+        samples: 10,
+        failures,
+        hard_failures: 0,
+        probes: 1,
+        p50_ms: None,
+        p95_ms: None,
+        last_error: String::new(),
+    };
+    let snap = |new_failures, dns_failures| Snapshot {
+        series: vec![
+            series("old", 10),
+            series("new", new_failures),
+            series("dns", dns_failures),
+        ],
+        dns: vec![],
+    };
+    let pass = |s: &Snapshot| {
+        evidence::checks_pass(&plan, s, &["home".into()], crate::plan::Site::New, 0.1, 1).0
+    };
+    // Old is down: irrelevant when verifying new.
+    assert!(pass(&snap(0, 1)));
+    assert!(!pass(&snap(5, 0)), "new failing");
+    assert!(!pass(&snap(0, 5)), "users' path failing");
+}
