@@ -575,7 +575,12 @@ impl Engine {
                 _ => return,
             };
             if run.state.is_finished() {
-                self.set_live(None);
+                // Only this run's figures: a new run may already have started.
+                if let Ok(mut l) = self.inner.live.lock()
+                    && l.as_ref().is_some_and(|l| l.run_id == run_id)
+                {
+                    *l = None;
+                }
                 return;
             }
             if matches!(run.state, RunState::Paused | RunState::WaitingApproval) {
