@@ -282,6 +282,8 @@ pub trait Journal: Send + Sync {
     fn run(&self, id: u64) -> Result<Option<RunRecord>, JournalError>;
     /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, JournalError>;
+    /// The newest run, if any.
+    fn latest(&self) -> Result<Option<RunRecord>, JournalError>;
     /// Appends an entry (seq assigned here) and applies `update` to the run, atomically.
     fn append(
         &self,
@@ -522,6 +524,19 @@ impl Journal for SqliteJournal {
         rows.into_iter().map(RawRun::cook).collect()
     }
 
+    fn latest(&self) -> Result<Option<RunRecord>, JournalError> {
+        let conn = self.conn()?;
+        conn.query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM plan_runs ORDER BY id DESC LIMIT 1"),
+            [],
+            run_from_row,
+        )
+        .optional()
+        .map_err(sql("read the latest run"))?
+        .map(RawRun::cook)
+        .transpose()
+    }
+
     fn append(
         &self,
         run: u64,
@@ -645,6 +660,7 @@ mod tests {
             r.id
         };
         let j = SqliteJournal::open(dir.path()).unwrap();
+        assert_eq!(j.latest().unwrap().unwrap().id, id);
         let r = j.run(id).unwrap().unwrap();
         assert_eq!(r.state, RunState::FellBack);
         assert_eq!(r.direction, Direction::Fallback);

@@ -201,7 +201,7 @@ impl Engine {
     }
 
     async fn latest(&self) -> Result<Option<RunRecord>, EngineError> {
-        Ok(self.journal(|j| j.runs()).await?.pop())
+        self.journal(|j| j.latest()).await
     }
 
     async fn run_or_latest(&self, id: u64) -> Result<RunRecord, EngineError> {
