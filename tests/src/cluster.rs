@@ -391,7 +391,9 @@ impl Coordinator {
             .arg(&self.config)
             .arg("serve")
             .current_dir(&self.dir)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // The plan engine's own HTTPS requests (gate `same_code`) trust the test CA.
+            .env("SSL_CERT_FILE", &self.ca_file);
         self.proc = Some(Proc::spawn("coordinator", cmd, &self.dir, block)?);
         let metrics = self.metrics;
         let token_path = self.dir.join("data/admin.token");

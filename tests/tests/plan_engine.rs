@@ -163,6 +163,7 @@ type = "A"
 id = "healthy"
 kind = "gate"
 checks_passing = ["{install}"]
+same_code = {{ url_path = "/", compare = "body_sha256", host = "{SITE_HOST}:{port}" }}
 min_regions = 3
 timeout = "60s"
 on_failure = "abort"
@@ -230,6 +231,7 @@ site = "old"
         install = checks::ELM_PACKAGE,
         counter = counter.display(),
         counter2 = counter2.display(),
+        port = world.infra.site_port,
     );
     let path = dir.join("plan.toml");
     std::fs::write(&path, text)?;
@@ -344,6 +346,15 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
     .await
     .unwrap();
     assert_every_step_ok_once(&rows);
+
+    // The gate fetched the front page pinned to each site (TLS with the real
+    // name) and found the same bytes.
+    let gate = rows
+        .iter()
+        .find(|r| r.step == "healthy" && r.phase == "outcome")
+        .unwrap();
+    let same = gate.detail["facts"]["same_code"].as_str().unwrap_or("");
+    assert_eq!(same.len(), 64, "{gate:?}");
 
     // TTL lowering was observed by the probes in every region before the switch.
     let drained = rows
