@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use cutover_probe::{Cli, Config, RunError};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     // Usage errors exit 1, not clap's 2: status 2 means "token rejected" and
@@ -19,14 +23,22 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // `RUST_LOG` as a list of `level` and `target=level` directives. A plain
+    // target filter rather than `EnvFilter`, whose regex engine would be a few
+    // hundred KB of the binary and of its resident memory.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, not in journald or files.
+                .with_ansi(std::io::stderr().is_terminal()),
         )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in journald or files.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with(filter)
         .init();
     // One TLS stack for everything (tonic, checks): rustls with ring. Installing
     // fails only if a provider is already installed, which is fine.
@@ -39,7 +51,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread is plenty for a few dozen checks per second that mostly wait
+    // on the network; a worker per core (and a malloc arena per worker) would
+    // only add memory. Blocking calls (tonic resolving the coordinator's host
+    // name) still go to tokio's on-demand blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
