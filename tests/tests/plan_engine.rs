@@ -783,3 +783,61 @@ async fn sigkill_after_every_step_boundary_still_finishes_once() {
     assert_eq!(lines(&counter2), 1);
     assert_switched(&world, world.block.ip(11)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_failing_after_the_switch_runs_the_fallback_back_to_old() {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
+    // The `test` verify gives up after 10 s instead of 60 s.
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let marker = "min_regions = 3\ntimeout = \"60s\"\non_failure = \"fallback\"";
+    assert!(text.contains(marker));
+    std::fs::write(
+        &plan,
+        text.replace(
+            marker,
+            "min_regions = 3\ntimeout = \"10s\"\non_failure = \"fallback\"",
+        ),
+    )
+    .unwrap();
+    let db = world.coordinator.db_path();
+    cli_ok(&world, &["start", plan.to_str().unwrap()])
+        .await
+        .unwrap();
+    until_journal(&db, "the switch", Duration::from_secs(120), |_, r| {
+        has(r, "switch", "intent", None)
+    })
+    .await
+    .unwrap();
+    // New breaks as users are sent to it.
+    world.infra.new.set_down(true);
+    let rows = until_journal(&db, "the fallback", Duration::from_secs(90), |s, _| {
+        s == "fell_back"
+    })
+    .await
+    .unwrap();
+    assert!(has(&rows, "test", "outcome", Some("failed")), "{rows:#?}");
+    assert!(has(&rows, "back-to-old", "outcome", Some("ok")));
+    assert!(has(&rows, "old-works", "outcome", Some("ok")));
+    assert!(
+        !has(&rows, "final-sync", "intent", None),
+        "no forward step after the failure"
+    );
+    let at_bind = query(world.infra.bind.addr(), SITE_HOST, "A")
+        .await
+        .unwrap();
+    assert_eq!(at_bind.addresses, [world.block.ip(10)]);
+    let history = cli_ok(&world, &["history"]).await.unwrap();
+    assert!(history.contains("FAILED (fallback follows)"), "{history}");
+    let status = cli_ok(&world, &["status"]).await.unwrap();
+    assert!(status.contains("fallback runbook: FELL_BACK"), "{status}");
+    assert!(status.contains("--force"), "{status}");
+}
