@@ -491,12 +491,22 @@ impl Engine {
                 status.step_index = i as u32 + 1;
             }
         }
+        // The open question while one is open; otherwise the latest failure, as
+        // long as it still explains where the run stands (paused, failed, or
+        // on the fallback runbook).
+        let state = status.run.state;
+        let explains_failure = matches!(state, RunState::Paused | RunState::Failed)
+            || status.run.direction == Direction::Fallback;
         status.message = entries
             .iter()
             .rev()
             .find(|e| {
-                (e.phase == Phase::Note && e.str("event") == "ask")
-                    || (e.phase == Phase::Outcome && e.str("result") == "failed")
+                (state == RunState::WaitingApproval
+                    && e.phase == Phase::Note
+                    && e.str("event") == "ask")
+                    || (explains_failure
+                        && e.phase == Phase::Outcome
+                        && e.str("result") == "failed")
             })
             .map(|e| {
                 if e.phase == Phase::Note {
