@@ -55,8 +55,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the coordinator (probe service, admin service, /metrics).
     Serve,
-    /// The plan run (step, what it waits for, per-region progress, time left), then the
-    /// evidence per region: probes connected, samples, errors, latency, DNS propagation.
+    /// The plan's progress, then evidence per region: errors, latency, DNS propagation.
+    ///
+    /// The plan run (step, what it waits for, per-region progress, time left, the open
+    /// question), then per region: probes connected and, per check and target, samples,
+    /// errors, latency and DNS propagation.
     Status {
         /// Redraw every second until interrupted (Ctrl-C): a live view of the plan and evidence.
         #[arg(long)]
