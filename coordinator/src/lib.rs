@@ -13,6 +13,7 @@ pub mod assign;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod engine;
 pub mod evidence;

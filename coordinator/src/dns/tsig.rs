@@ -94,10 +94,64 @@ impl Key {
     /// ARCOUNT. Returns the signed message and its MAC, which the reply's
     /// signature covers.
     pub fn sign(&self, msg: &[u8], time_signed: u64) -> Result<(Vec<u8>, Vec<u8>), String> {
+        self.sign_after(&[], msg, time_signed)
+    }
+
+    /// Server side: signs `reply` (encoded, without a TSIG RR) to a request
+    /// whose MAC was `request_mac` (from [`Key::verify_request`]).
+    pub fn sign_response(
+        &self,
+        reply: &[u8],
+        request_mac: &[u8],
+        time_signed: u64,
+    ) -> Result<Vec<u8>, String> {
+        let mut prefix = Vec::with_capacity(request_mac.len() + 2);
+        prefix.extend_from_slice(&(request_mac.len() as u16).to_be_bytes());
+        prefix.extend_from_slice(request_mac);
+        Ok(self.sign_after(&prefix, reply, time_signed)?.0)
+    }
+
+    /// Server side: checks the TSIG on a request signed with this key.
+    /// Returns the request without its TSIG RR (original ID, ARCOUNT less
+    /// one), ready to parse, and its MAC, which the reply's signature covers.
+    pub fn verify_request(&self, msg: &[u8], now: u64) -> Result<(Vec<u8>, Vec<u8>), TsigFailure> {
+        let tsig = find_tsig(msg).map_err(TsigFailure::Malformed)?;
+        let Some(tsig) = tsig else {
+            return Err(TsigFailure::Unsigned);
+        };
+        if super::fqdn(&tsig.key_name) != self.name
+            || Algorithm::from_name(&tsig.algorithm).ok() != Some(self.algorithm)
+        {
+            return Err(TsigFailure::Rejected(17));
+        }
+        let mut body = msg[..tsig.start].to_vec();
+        body[0..2].copy_from_slice(&tsig.original_id.to_be_bytes());
+        let arcount = u16::from_be_bytes([body[10], body[11]]).saturating_sub(1);
+        body[10..12].copy_from_slice(&arcount.to_be_bytes());
+        let mut data = body.clone();
+        data.extend_from_slice(&self.variables(tsig.time_signed, tsig.error, &tsig.other));
+        hmac::verify(&self.key, &data, &tsig.mac).map_err(|_| TsigFailure::BadMac)?;
+        if now.abs_diff(tsig.time_signed) > u64::from(tsig.fudge) {
+            return Err(TsigFailure::BadTime {
+                signed: tsig.time_signed,
+                now,
+            });
+        }
+        Ok((body, tsig.mac))
+    }
+
+    /// Signs `prefix ++ msg ++ variables` and appends the TSIG RR to `msg`.
+    fn sign_after(
+        &self,
+        prefix: &[u8],
+        msg: &[u8],
+        time_signed: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), String> {
         if msg.len() < 12 {
             return Err("message shorter than a DNS header".into());
         }
-        let mut data = msg.to_vec();
+        let mut data = prefix.to_vec();
+        data.extend_from_slice(msg);
         data.extend_from_slice(&self.variables(time_signed, 0, &[]));
         let mac = hmac::sign(&self.key, &data).as_ref().to_vec();
 
@@ -378,6 +432,41 @@ fn time48(t: u64) -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_verifies_a_signed_request_and_its_signed_reply_verifies() {
+        let key = Key::new("demo-key", Algorithm::HmacSha256, b"secret").unwrap();
+        let mut request = vec![0u8; 12];
+        request[0..2].copy_from_slice(&0x1234u16.to_be_bytes());
+        let (signed, client_mac) = key.sign(&request, 1_000_000).unwrap();
+        let (body, mac) = key.verify_request(&signed, 1_000_010).unwrap();
+        assert_eq!(body, request);
+        assert_eq!(mac, client_mac);
+        let mut reply = request.clone();
+        reply[2] = 0x80;
+        let signed_reply = key.sign_response(&reply, &mac, 1_000_011).unwrap();
+        key.verify_response(&signed_reply, &client_mac, 1_000_012)
+            .unwrap();
+
+        let other = Key::new("demo-key", Algorithm::HmacSha256, b"other").unwrap();
+        assert_eq!(
+            other.verify_request(&signed, 1_000_010),
+            Err(TsigFailure::BadMac)
+        );
+        let renamed = Key::new("other-key", Algorithm::HmacSha256, b"secret").unwrap();
+        assert_eq!(
+            renamed.verify_request(&signed, 1_000_010),
+            Err(TsigFailure::Rejected(17))
+        );
+        assert!(matches!(
+            key.verify_request(&signed, 2_000_000),
+            Err(TsigFailure::BadTime { .. })
+        ));
+        assert_eq!(
+            key.verify_request(&request, 1_000_000),
+            Err(TsigFailure::Unsigned)
+        );
+    }
 
     /// A reply as a server builds it: the request MAC, the reply, the variables.
     fn signed_reply(key: &Key, request_id: u16, request_mac: &[u8], time: u64) -> Vec<u8> {

@@ -1,0 +1,8 @@
+//! Building blocks of `cutover demo`, which runs the whole system on loopback:
+//! an authoritative DNS server the engine updates through the real `rfc2136`
+//! provider ([`auth`]), a caching resolver per region with real TTL behaviour
+//! ([`resolver`]), both served over UDP and TCP by [`serve`].
+
+pub mod auth;
+pub mod resolver;
+pub mod serve;
