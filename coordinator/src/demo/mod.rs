@@ -1,8 +1,12 @@
 //! Building blocks of `cutover demo`, which runs the whole system on loopback:
 //! an authoritative DNS server the engine updates through the real `rfc2136`
 //! provider ([`auth`]), a caching resolver per region with real TTL behaviour
-//! ([`resolver`]), both served over UDP and TCP by [`serve`].
+//! ([`resolver`]), both served over UDP and TCP by [`serve`]; stand-in Elm
+//! registries with fault knobs ([`registry`]) behind certificates from a CA
+//! made at start ([`tls`]).
 
 pub mod auth;
+pub mod registry;
 pub mod resolver;
 pub mod serve;
+pub mod tls;

@@ -1,6 +1,7 @@
 //! The stand-in registry against REGISTRY.md, over real HTTPS.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::http::{Reply, Req, send_tls};
