@@ -17,8 +17,8 @@ use crate::dns::RecordSet;
 use crate::evidence::now_ms;
 use crate::journal::RunRecord;
 use crate::plan::{
-    Action, Announce, ChannelKind, Compare, EnvValue, Exec, Gate, Indicator, Plan, SecretSource,
-    Site, Step, WaitFor, human_duration,
+    Action, Announce, ChannelKind, Compare, EnvValue, Exec, Gate, Indicator, OnUnknown, Plan,
+    SecretSource, Site, Step, WaitFor, human_duration,
 };
 
 /// Bytes of stdout and of stderr kept in the journal per exec step.
@@ -615,6 +615,8 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
     };
     loop {
         let mut problems: Vec<String> = Vec::new();
+        // Pages that could not be read: (name, url, why).
+        let mut unknown: Vec<(&str, &str, String)> = Vec::new();
         let mut facts = BTreeMap::new();
         for p in &g.status_pages {
             match status_indicator(&client, &p.url).await {
@@ -627,10 +629,22 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
                     i.label(),
                     p.max_indicator.label()
                 )),
-                // Unreadable is unknown, and unknown is never healthy.
-                Err(e) => problems.push(format!("{} status unknown: {e}", p.name)),
+                // Unreadable is unknown, and unknown is never healthy: only a
+                // person who read the page (`on_unknown = "approve"`) lets it pass.
+                Err(e) if g.on_unknown == OnUnknown::Approve && ctx.approved => {
+                    facts.insert(
+                        format!("status:{}", p.name),
+                        json!(format!("unknown ({e}); approved by the operator")),
+                    );
+                }
+                Err(e) => unknown.push((&p.name, &p.url, e)),
             }
         }
+        problems.extend(
+            unknown
+                .iter()
+                .map(|(name, _, e)| format!("{name} status unknown: {e}")),
+        );
         if let Some(sc) = &g.same_code {
             let old = fingerprint(ctx.plan, Site::Old, &sc.url, &sc.compare).await;
             let new = fingerprint(ctx.plan, Site::New, &sc.url, &sc.compare).await;
@@ -663,6 +677,14 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
         if problems.is_empty() {
             return ok(json!({"facts": facts, "regions": progress_json(&regions)}));
         }
+        // Everything known holds and only unreadable pages stand in the way:
+        // with `on_unknown = "approve"` a person reads them and decides.
+        if g.on_unknown == OnUnknown::Approve && problems.len() == unknown.len() {
+            return StepResult::Ask {
+                kind: "gate_unknown",
+                question: unknown_question(&ctx.step.id, &unknown),
+            };
+        }
         if ctx.past(ctx.deadline_ms) {
             return failed(format!("gate did not hold: {}", problems.join("; ")));
         }
@@ -676,6 +698,24 @@ async fn gate(ctx: &Ctx<'_>, g: &Gate) -> StepResult {
             () = ctx.cancel.cancelled() => return StepResult::Interrupted,
         }
     }
+}
+
+/// The question a gate with `on_unknown = "approve"` asks when only unreadable
+/// status pages stop it.
+fn unknown_question(step: &str, unknown: &[(&str, &str, String)]) -> String {
+    let pages = unknown
+        .iter()
+        .map(|(name, url, e)| format!("{name} ({url}: {e})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let one = unknown.len() == 1;
+    format!(
+        "gate `{step}`: the status page{} of {pages} cannot be read, so {} state is unknown (never taken as healthy); \
+         everything else the gate checks holds. Read {} yourself: if there is no incident, `cutover approve --step {step}` continues",
+        if one { "" } else { "s" },
+        if one { "its" } else { "their" },
+        if one { "it" } else { "them" },
+    )
 }
 
 #[cfg(test)]
@@ -751,5 +791,47 @@ prompt = "?"
         );
         let missing = Compare::Header("x-nothing".into());
         assert!(fingerprint(&p, Site::New, &url, &missing).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_port_in_same_code_host_is_where_both_sites_are_asked() {
+        let port = site("127.0.0.1", 0, "build-7").await;
+        site("127.0.0.2", port, "build-7").await;
+        let text = r#"
+[plan]
+name = "same-code-port"
+[sites.old]
+addresses = ["127.0.0.1"]
+[sites.new]
+addresses = ["127.0.0.2"]
+[dns]
+zone = "example.org"
+provider = "manual"
+nameservers = ["127.0.0.1:53"]
+[[dns.records]]
+name = "www"
+type = "A"
+[[steps]]
+id = "same"
+kind = "gate"
+same_code = { url_path = "/v", host = "www.example.invalid:PORT", compare = "header:X-Version" }
+"#
+        .replace("PORT", &port.to_string());
+        let report = crate::plan::parse(std::path::Path::new("p.toml"), &text);
+        let diags = report.render();
+        let p = report.plan.unwrap_or_else(|| panic!("{diags}"));
+        let Action::Gate(g) = &p.steps[0].action else {
+            panic!("not a gate")
+        };
+        let sc = g.same_code.as_ref().unwrap();
+        assert_eq!(sc.url, format!("https://www.example.invalid:{port}/v"));
+        // The test sites speak plain HTTP; the port is what matters here.
+        let url = sc.url.replacen("https://", "http://", 1);
+        for site in [Site::Old, Site::New] {
+            assert_eq!(
+                fingerprint(&p, site, &url, &sc.compare).await.unwrap(),
+                "build-7"
+            );
+        }
     }
 }

@@ -665,6 +665,97 @@ async fn an_unreadable_status_page_is_unknown_and_never_healthy() {
     assert_eq!(s.run.state, RunState::Failed);
 }
 
+/// A gate on two status pages (`DigitalOcean` at `ok_url`, `DreamHost` at
+/// `other_url`) with `on_unknown` as given.
+fn two_page_gate(ok_url: &str, other_url: &str, on_unknown: &str) -> String {
+    format!(
+        r#"
+[[steps]]
+id = "status"
+kind = "gate"
+status_pages = [
+  {{ name = "DigitalOcean", url = "{ok_url}/api/v2/status.json" }},
+  {{ name = "DreamHost", url = "{other_url}/" }},
+]
+on_unknown = "{on_unknown}"
+timeout = "300ms"
+on_failure = "abort"
+"#
+    )
+}
+
+#[tokio::test]
+async fn an_unknown_status_page_with_on_unknown_fail_fails_the_gate() {
+    let (ok_url, _) = http_stub(200, r#"{"status":{"indicator":"none"}}"#).await;
+    let (blog, _) = http_stub(200, "<html>all good, probably</html>").await;
+    let rig = Rig::new(false);
+    let (s, entries) = run_to_end(&rig, &two_page_gate(&ok_url, &blog, "fail")).await;
+    assert_eq!(s.run.state, RunState::Failed);
+    assert!(
+        s.message.contains("DreamHost status unknown"),
+        "{}",
+        s.message
+    );
+    assert!(
+        !entries.iter().any(|e| e.str("event") == "ask"),
+        "on_unknown = \"fail\" never asks"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_status_page_with_on_unknown_approve_waits_for_the_operator() {
+    let (ok_url, _) = http_stub(200, r#"{"status":{"indicator":"none"}}"#).await;
+    let (blog, _) = http_stub(200, "<html>all good, probably</html>").await;
+    let rig = Rig::new(false);
+    let (e, _stop) = rig.engine();
+    let (path, text) = bare_plan(rig.dir.path(), &two_page_gate(&ok_url, &blog, "approve"));
+    e.start(path, text, false).await.unwrap();
+    let s = until_state(&e, RunState::WaitingApproval).await;
+    assert_eq!(s.step.as_ref().unwrap().0, "status");
+    // The question names the unreadable page (and its URL), not the readable one.
+    assert!(s.message.contains("DreamHost"), "{}", s.message);
+    assert!(s.message.contains(&blog), "{}", s.message);
+    assert!(!s.message.contains("DigitalOcean"), "{}", s.message);
+    assert!(
+        s.message.contains("cutover approve --step status"),
+        "{}",
+        s.message
+    );
+    // Waiting for a person is not a gate timeout: still waiting well past 300ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        e.status(0).await.unwrap().unwrap().run.state,
+        RunState::WaitingApproval
+    );
+    // `--ran` answers only exec once steps.
+    assert!(e.approve("status", "ran").await.is_err());
+    e.approve("status", "").await.unwrap();
+    until_state(&e, RunState::Done).await;
+    let (_, entries) = e.history(0).await.unwrap();
+    let done = entries
+        .iter()
+        .find(|x| x.step_id == "status" && x.phase == Phase::Outcome)
+        .unwrap();
+    assert_eq!(done.detail["facts"]["status:DigitalOcean"], "none");
+    let dh = done.detail["facts"]["status:DreamHost"].as_str().unwrap();
+    assert!(dh.contains("approved by the operator"), "{dh}");
+}
+
+#[tokio::test]
+async fn on_unknown_approve_never_overrides_a_page_that_reports_an_incident() {
+    let (major, _) = http_stub(200, r#"{"status":{"indicator":"major"}}"#).await;
+    let (blog, _) = http_stub(200, "<html>?</html>").await;
+    let rig = Rig::new(false);
+    let (s, entries) = run_to_end(&rig, &two_page_gate(&major, &blog, "approve")).await;
+    assert_eq!(s.run.state, RunState::Failed);
+    assert!(
+        s.message.contains("DigitalOcean status is major"),
+        "{}",
+        s.message
+    );
+    assert!(!entries.iter().any(|e| e.str("event") == "ask"));
+}
+
 #[tokio::test]
 async fn announcements_reach_slack_and_json_webhooks_and_are_kept() {
     let (slack, slack_seen) = http_stub(200, "ok").await;

@@ -208,9 +208,13 @@ fn step(out: &mut String, plan: &Plan, n: usize, s: &Step, runbook: Runbook) {
         Action::Gate(g) => {
             let _ = writeln!(out, "{pad}waits until all hold at once:");
             for p in &g.status_pages {
+                let unknown = match g.on_unknown {
+                    OnUnknown::Fail => "unreadable = unknown = not holding",
+                    OnUnknown::Approve => "unreadable = unknown: asks for `cutover approve`",
+                };
                 let _ = writeln!(
                     out,
-                    "{pad}  - {} status page {} reports indicator ≤ {} (unreadable = unknown = not holding)",
+                    "{pad}  - {} status page {} reports indicator ≤ {} ({unknown})",
                     p.name,
                     p.url,
                     p.max_indicator.label()
@@ -360,12 +364,12 @@ fn step(out: &mut String, plan: &Plan, n: usize, s: &Step, runbook: Runbook) {
         Action::Verify(v) => {
             let _ = writeln!(
                 out,
-                "{pad}waits until {} pass on {} from ≥{} region(s) over {} (median probe failure ratio ≤ {})",
+                "{pad}waits until {} pass on {} from ≥{} region(s) over the coordinator's aggregation window (median probe failure ratio ≤ {}; `window = {}` is not honoured yet)",
                 v.checks.join(", "),
                 v.site.label(),
                 v.min_regions,
-                dur(v.window),
-                v.max_error_ratio
+                v.max_error_ratio,
+                dur(v.window)
             );
         }
         Action::Approve { prompt } => {

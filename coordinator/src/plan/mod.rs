@@ -447,7 +447,8 @@ impl Action {
 /// `kind = "gate"`. Every listed condition must hold at the same evaluation.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    /// Provider status pages; unreadable or not in Statuspage format = unknown = not holding.
+    /// Provider status pages; unreadable or not in Statuspage format = unknown, never
+    /// healthy (see `on_unknown`).
     pub status_pages: Vec<StatusPage>,
     /// Old and new serve the same code.
     pub same_code: Option<SameCode>,
@@ -459,6 +460,30 @@ pub struct Gate {
     pub checks_passing: Vec<String>,
     /// From at least this many regions (default 1).
     pub min_regions: u32,
+    /// What an unreadable status page leads to (default [`OnUnknown::Fail`]).
+    pub on_unknown: OnUnknown,
+}
+
+/// `on_unknown`: what a gate does when a status page cannot be read or parsed.
+/// Unknown is never healthy: either the gate keeps failing, or a person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUnknown {
+    /// Unknown does not hold: the gate re-reads until its timeout, then fails. The default.
+    #[default]
+    Fail,
+    /// When unreadable pages are all that stops the gate, the run waits for
+    /// `cutover approve` (the operator reads the pages); known states still count.
+    Approve,
+}
+
+impl OnUnknown {
+    /// As written in the plan.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Approve => "approve",
+        }
+    }
 }
 
 /// A Statuspage-format page (`GET {url}` → `status.indicator`).
@@ -515,7 +540,8 @@ impl Indicator {
 /// `same_code = { url_path, compare, host }`: one request pinned to each site.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SameCode {
-    /// `https://{host}{url_path}`, requested pinned to old and to new.
+    /// `https://{host}{url_path}`, requested pinned to old and to new; `host` may
+    /// carry a port (`host:port`), which both requests use.
     pub url: String,
     /// What must be equal.
     pub compare: Compare,
@@ -631,7 +657,8 @@ pub struct Verify {
     pub site: Site,
     /// From at least this many regions (default 1).
     pub min_regions: u32,
-    /// Results considered: the last `window` (default 60s).
+    /// `window` as written (default 60s). Not honoured yet: the engine judges the
+    /// coordinator's aggregation window (`[server] window`); see `docs/plan.md`.
     pub window: Duration,
     /// A region passes a check when the median of its probes' failure ratios in the
     /// window is at most this (default 0).

@@ -1300,7 +1300,17 @@ impl<'a> Parser<'a> {
                     },
                 };
                 let host = match (&s.host, &ctx.default_host) {
-                    (Some(h), _) => Some(h.get_ref().clone()),
+                    (Some(h), _) if valid_host_port(h.get_ref()) => Some(h.get_ref().clone()),
+                    (Some(h), _) => {
+                        self.error(
+                            h.span(),
+                            format!(
+                                "`host` {:?}: expected a host name, optionally with a port, e.g. \"package.elm-lang.org\" or \"package.elm-lang.org:8443\"",
+                                h.get_ref()
+                            ),
+                        );
+                        None
+                    }
                     (None, Some(h)) => Some(h.clone()),
                     (None, None) => {
                         self.error(sc.span(), "`same_code` needs `host` (there are no [[dns.records]] to take it from)");
@@ -1345,6 +1355,34 @@ impl<'a> Parser<'a> {
             },
         };
         let min_regions = self.min_regions(raw);
+        let on_unknown = match &raw.on_unknown {
+            None => OnUnknown::Fail,
+            Some(u) => match u.get_ref().as_str() {
+                "fail" => OnUnknown::Fail,
+                "approve" => OnUnknown::Approve,
+                other => {
+                    self.error(
+                        u.span(),
+                        format!(
+                            "`on_unknown` {other:?}: expected \"fail\" (an unreadable status page fails the gate at its timeout) or \"approve\" (the run waits for `cutover approve`)"
+                        ),
+                    );
+                    ok = false;
+                    OnUnknown::Fail
+                }
+            },
+        };
+        if let Some(u) = &raw.on_unknown
+            && raw.status_pages.is_none()
+        {
+            self.error(
+                u.span(),
+                format!(
+                    "step {label:?}: `on_unknown` says what an unreadable status page does, but the gate has no `status_pages`"
+                ),
+            );
+            ok = false;
+        }
         if status_pages.is_empty()
             && same_code.is_none()
             && !registry_consistent
@@ -1373,6 +1411,7 @@ impl<'a> Parser<'a> {
             },
             checks_passing,
             min_regions: min_regions?,
+            on_unknown,
         })
     }
 
@@ -2184,6 +2223,7 @@ fn present_step_keys(s: &RawStep) -> Vec<(&'static str, Range<usize>)> {
         same_code,
         registry_consistent,
         checks_passing,
+        on_unknown,
         min_regions,
         set,
         ttl,
@@ -2204,6 +2244,21 @@ fn present_step_keys(s: &RawStep) -> Vec<(&'static str, Range<usize>)> {
         prompt
     );
     out
+}
+
+/// `same_code.host`: `NAME` or `NAME:PORT` (`[V6]:PORT`), nothing else of a URL.
+fn valid_host_port(s: &str) -> bool {
+    match reqwest::Url::parse(&format!("https://{s}/")) {
+        Ok(u) => {
+            u.host_str().is_some_and(|h| !h.is_empty())
+                && u.path() == "/"
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        }
+        Err(_) => false,
+    }
 }
 
 fn valid_id(s: &str) -> bool {

@@ -109,6 +109,7 @@ pub struct RawStep {
     pub same_code: Option<Spanned<RawSameCode>>,
     pub registry_consistent: Option<Spanned<bool>>,
     pub checks_passing: Option<Spanned<Vec<Spanned<String>>>>,
+    pub on_unknown: Option<Spanned<String>>,
     // gate, verify
     pub min_regions: Option<Spanned<i64>>,
     // dns
@@ -148,6 +149,7 @@ pub const STEP_KEYS: &[&str] = &[
     "same_code",
     "registry_consistent",
     "checks_passing",
+    "on_unknown",
     "min_regions",
     "set",
     "ttl",
@@ -185,6 +187,7 @@ pub fn step_kind_keys(kind: &str) -> Option<&'static [&'static str]> {
             "registry_consistent",
             "checks_passing",
             "min_regions",
+            "on_unknown",
         ],
         "dns" => &["set", "ttl"],
         "wait" => &["duration", "until", "max"],

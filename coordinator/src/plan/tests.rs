@@ -420,6 +420,113 @@ fn once_without_exec() {
     assert!(e.message.contains("`once` is only for `exec` steps"), "{e}");
 }
 
+/// A plan whose first step is a status-page gate with `extra` lines.
+fn status_gate(extra: &str) -> String {
+    format!(
+        "{}\n[[steps]]\nid = \"st\"\nkind = \"gate\"\nstatus_pages = [{{ name = \"DreamHost\", url = \"https://www.dreamhoststatus.com/\" }}]\n{extra}",
+        good()
+    )
+}
+
+fn gate_of<'a>(plan: &'a Plan, id: &str) -> &'a Gate {
+    match &plan.steps.iter().find(|s| s.id == id).unwrap().action {
+        Action::Gate(g) => g,
+        other => panic!("{id} is a {} step", other.kind()),
+    }
+}
+
+#[test]
+fn gate_on_unknown_defaults_to_fail_and_takes_approve() {
+    let r = check(&status_gate(""));
+    assert!(r.diagnostics.is_empty(), "{}", r.render());
+    assert_eq!(
+        gate_of(r.plan.as_ref().unwrap(), "st").on_unknown,
+        OnUnknown::Fail
+    );
+    for (written, want) in [("fail", OnUnknown::Fail), ("approve", OnUnknown::Approve)] {
+        let r = check(&status_gate(&format!("on_unknown = \"{written}\"\n")));
+        assert!(r.diagnostics.is_empty(), "{}", r.render());
+        assert_eq!(gate_of(r.plan.as_ref().unwrap(), "st").on_unknown, want);
+    }
+    let plan = check(&status_gate("on_unknown = \"approve\"\n"))
+        .plan
+        .unwrap();
+    let text = dry_run::render(&plan);
+    assert!(
+        text.contains("unreadable = unknown: asks for `cutover approve`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gate_on_unknown_errors_have_positions() {
+    let text = status_gate("on_unknown = \"ignore\"\n");
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "\"ignore\""), "{e}");
+    assert!(e.message.contains("`on_unknown` \"ignore\""), "{e}");
+    assert!(e.message.contains("\"fail\""), "{e}");
+    assert!(e.message.contains("\"approve\""), "{e}");
+    // Nothing to be unknown about: a gate without status pages.
+    let text = format!(
+        "{}\n[[steps]]\nid = \"same\"\nkind = \"gate\"\nsame_code = {{ url_path = \"/\" }}\non_unknown = \"approve\"\n",
+        good()
+    );
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at_after(&text, "on_unknown", "\"approve\""), "{e}");
+    assert!(e.message.contains("no `status_pages`"), "{e}");
+    // Only gates have it.
+    let text = format!(
+        "{}\n[[steps]]\nid = \"x\"\nkind = \"approve\"\nprompt = \"?\"\non_unknown = \"fail\"\n",
+        good()
+    );
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at_after(&text, "on_unknown", "\"fail\""), "{e}");
+    assert!(
+        e.message
+            .contains("`on_unknown` is not a key of a `approve` step"),
+        "{e}"
+    );
+}
+
+#[test]
+fn same_code_host_may_carry_a_port() {
+    let gate = |host: &str| {
+        format!(
+            "{}\n[[steps]]\nid = \"same\"\nkind = \"gate\"\nsame_code = {{ url_path = \"/v\", host = \"{host}\" }}\n",
+            good()
+        )
+    };
+    for (host, url) in [
+        ("www.example.org:8443", "https://www.example.org:8443/v"),
+        ("www.example.org", "https://www.example.org/v"),
+        ("[2001:db8::1]:8443", "https://[2001:db8::1]:8443/v"),
+    ] {
+        let r = check(&gate(host));
+        assert!(r.diagnostics.is_empty(), "{}", r.render());
+        let sc = gate_of(r.plan.as_ref().unwrap(), "same")
+            .same_code
+            .clone()
+            .unwrap();
+        assert_eq!(sc.url, url);
+    }
+    for bad in [
+        "https://www.example.org",
+        "www.example.org/x",
+        "user@www.example.org",
+        "www.example.org:http",
+        "",
+    ] {
+        let text = gate(bad);
+        let e = one_error(&text);
+        assert_eq!(
+            pos(&e),
+            at_after(&text, "host = ", &format!("\"{bad}\"")),
+            "{e}"
+        );
+        assert!(e.message.contains("optionally with a port"), "{e}");
+    }
+}
+
 #[test]
 fn duplicate_step_ids_across_runbooks() {
     let text = format!(
