@@ -76,6 +76,13 @@ pub enum Command {
     /// Plan runs in the coordinator: start, approve, pause, resume, abort, rollback, history.
     #[command(flatten)]
     Run(crate::operator::RunCommand),
+    /// Run everything on loopback and migrate a stand-in Elm registry twice: once to the end,
+    /// once with a fault on the new site and the fallback taken by hand.
+    ///
+    /// Starts an authoritative DNS server (changed by the engine through its rfc2136 provider),
+    /// a caching resolver per region, old and new stand-in registries, the coordinator and three
+    /// probes (the `cutover-probe` binary next to this one); shows the plan live, then a summary.
+    Demo(crate::demo::run::DemoArgs),
     /// Check a plan file or show what it would do (no coordinator needed).
     Plan {
         /// What to do with the plan.
@@ -145,6 +152,9 @@ fn example_config() -> Result<config::Config> {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Demo(args) = &cli.command {
+        return crate::demo::run::run(args).await;
+    }
     if let Command::Plan { command } = &cli.command {
         // Plan commands read only the plan: no config, no coordinator.
         return run_plan(command);
@@ -230,6 +240,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plan { command } => run_plan(command),
+        Command::Demo(args) => crate::demo::run::run(args).await,
         Command::Probe {
             command: ProbeCommand::Revoke { id },
         } => {

@@ -13,7 +13,11 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("CUTOVER_LOG")
                 .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
+                .unwrap_or_else(|_| {
+                    // The demo draws a live view on stdout; only problems go to stderr.
+                    let demo = matches!(cli.command, cutover_coordinator::cli::Command::Demo(_));
+                    EnvFilter::new(if demo { "warn" } else { "info" })
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
