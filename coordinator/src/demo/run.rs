@@ -599,6 +599,12 @@ impl World {
                 )
                 .await;
             }
+            if st.state == "paused" && !(fault && injected) {
+                bail!(
+                    "{title} paused where it should not have: {}",
+                    st.message.lines().next().unwrap_or("")
+                );
+            }
             if fault && injected && !rolled_back && st.state == "paused" {
                 let failing = failing_evidence(&evidence);
                 self.note(&format!(
