@@ -189,6 +189,9 @@ struct World {
     plan: PathBuf,
     tty: bool,
     t0: Instant,
+    /// What happened during the current run (the fault, the operator's
+    /// rollback), shown under every frame of the live view.
+    events: Vec<String>,
 }
 
 /// Runs the demo; `Ok` when both runs ended as expected.
@@ -329,6 +332,7 @@ impl World {
             plan,
             tty: std::io::stdout().is_terminal(),
             t0: Instant::now(),
+            events: Vec::new(),
         };
         println!(
             "  authoritative DNS for {ZONE}. on {} (RFC 2136 UPDATE with TSIG key {TSIG_KEY})",
@@ -540,6 +544,7 @@ impl World {
             .into_inner();
         let run_id = reply.run_id;
         let started = Instant::now();
+        self.events.clear();
         println!("cutover start {path}  → run {run_id}");
         let mut injected = false;
         let mut rolled_back = false;
@@ -563,8 +568,15 @@ impl World {
                 .into_inner();
             let view = crate::operator::render_plan_status(&st);
             if self.tty {
+                let mut events = String::new();
+                if !self.events.is_empty() {
+                    events.push('\n');
+                    for e in &self.events {
+                        let _ = writeln!(events, "{e}");
+                    }
+                }
                 print!(
-                    "\x1b[2J\x1b[H{title}  ({:.0}s)\n\n{view}{}",
+                    "\x1b[2J\x1b[H{title}  ({:.0}s)\n\n{view}{}{events}",
                     started.elapsed().as_secs_f64(),
                     evidence_table(&evidence)
                 );
@@ -609,7 +621,11 @@ impl World {
                 let failing = failing_evidence(&evidence);
                 self.note(&format!(
                     "the plan paused: {}\n{failing}operator: cutover rollback --reason \"new serves corrupt archives\"",
-                    st.message.lines().next().unwrap_or("a step failed")
+                    st.message
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split("; ").next())
+                        .unwrap_or("a step failed")
                 ))
                 .await;
                 let r = self
@@ -655,15 +671,19 @@ impl World {
         }
     }
 
-    async fn note(&self, text: &str) {
-        if self.tty {
-            // Keep it visible above the next frame for a moment.
-            println!("\n>>> {text}");
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-        } else {
-            for line in text.lines() {
-                println!("  [{:>5.1}s] >>> {line}", self.t0.elapsed().as_secs_f64());
+    async fn note(&mut self, text: &str) {
+        for line in text.lines() {
+            let line = format!("[{:>5.1}s] >>> {line}", self.t0.elapsed().as_secs_f64());
+            if self.tty {
+                println!("{line}");
+            } else {
+                println!("  {line}");
             }
+            self.events.push(line);
+        }
+        if self.tty {
+            // Keep it in sight for a moment before the next frame.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
 
