@@ -238,6 +238,39 @@ site = "old"
     Ok(path)
 }
 
+/// A connected test world and the example-shaped plan written for it.
+struct Setup {
+    world: World,
+    /// Lines appended by the `stop-old` exec once step.
+    counter: PathBuf,
+    /// Lines appended by the `final-sync` exec once step.
+    counter2: PathBuf,
+    plan: PathBuf,
+    db: PathBuf,
+}
+
+/// Builds the world (record TTL `NORMAL_TTL`), waits for every probe, writes the plan.
+async fn setup(exec_secs: u32, extra_steps: &str) -> Setup {
+    let mut world = World::build(Options {
+        ttl: NORMAL_TTL,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    let counter = world.dir().join("stop-old.count");
+    let counter2 = world.dir().join("final-sync.count");
+    let plan = write_plan(&world, &counter, &counter2, exec_secs, extra_steps).unwrap();
+    let db = world.coordinator.db_path();
+    Setup {
+        world,
+        counter,
+        counter2,
+        plan,
+        db,
+    }
+}
+
 fn signal(sig: &str, pid: &str) {
     let ok = std::process::Command::new("kill")
         .args([&format!("-{sig}"), pid])
@@ -297,17 +330,13 @@ fn assert_every_step_ok_once(rows: &[Row]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
-    let mut world = World::build(Options {
-        ttl: NORMAL_TTL,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    world.wait_connected(Duration::from_secs(60)).await.unwrap();
-    let counter = world.dir().join("stop-old.count");
-    let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
-    let db = world.coordinator.db_path();
+    let Setup {
+        world,
+        counter,
+        counter2,
+        plan,
+        db,
+    } = setup(0, "").await;
 
     let out = cli_ok(&world, &["start", plan.to_str().unwrap()])
         .await
@@ -454,17 +483,13 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
-    let mut world = World::build(Options {
-        ttl: NORMAL_TTL,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    world.wait_connected(Duration::from_secs(60)).await.unwrap();
-    let counter = world.dir().join("stop-old.count");
-    let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 5, "").unwrap();
-    let db = world.coordinator.db_path();
+    let Setup {
+        mut world,
+        counter,
+        counter2,
+        plan,
+        db,
+    } = setup(5, "").await;
     cli_ok(&world, &["start", plan.to_str().unwrap()])
         .await
         .unwrap();
@@ -585,24 +610,20 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_approve_and_abort_behave_as_documented() {
-    let mut world = World::build(Options {
-        ttl: NORMAL_TTL,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    world.wait_connected(Duration::from_secs(60)).await.unwrap();
-    let counter = world.dir().join("stop-old.count");
-    let counter2 = world.dir().join("final-sync.count");
     let extra = r#"
 [[steps]]
 id = "go-live"
 kind = "approve"
 prompt = "Open publishing again?"
 "#;
-    let plan = write_plan(&world, &counter, &counter2, 0, extra).unwrap();
+    let Setup {
+        world,
+        counter,
+        counter2: _,
+        plan,
+        db,
+    } = setup(0, extra).await;
     let plan = plan.to_str().unwrap();
-    let db = world.coordinator.db_path();
     let old = world.block.ip(10);
     cli_ok(&world, &["start", plan]).await.unwrap();
 
@@ -723,17 +744,13 @@ prompt = "Open publishing again?"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_after_every_step_boundary_still_finishes_once() {
-    let mut world = World::build(Options {
-        ttl: NORMAL_TTL,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    world.wait_connected(Duration::from_secs(60)).await.unwrap();
-    let counter = world.dir().join("stop-old.count");
-    let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
-    let db = world.coordinator.db_path();
+    let Setup {
+        mut world,
+        counter,
+        counter2,
+        plan,
+        db,
+    } = setup(0, "").await;
     cli_ok(&world, &["start", plan.to_str().unwrap()])
         .await
         .unwrap();
@@ -786,16 +803,7 @@ async fn sigkill_after_every_step_boundary_still_finishes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_failing_after_the_switch_runs_the_fallback_back_to_old() {
-    let mut world = World::build(Options {
-        ttl: NORMAL_TTL,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    world.wait_connected(Duration::from_secs(60)).await.unwrap();
-    let counter = world.dir().join("stop-old.count");
-    let counter2 = world.dir().join("final-sync.count");
-    let plan = write_plan(&world, &counter, &counter2, 0, "").unwrap();
+    let Setup { world, plan, .. } = setup(0, "").await;
     // The `test` verify gives up after 10 s instead of 60 s.
     let text = std::fs::read_to_string(&plan).unwrap();
     let marker = "min_regions = 3\ntimeout = \"60s\"\non_failure = \"fallback\"";
