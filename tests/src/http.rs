@@ -99,7 +99,34 @@ pub async fn send_tls(
     tls: Arc<rustls::ClientConfig>,
     req: &Req<'_>,
 ) -> anyhow::Result<Reply> {
-    let tcp = connect(addr).await?;
+    send_tls_over(connect(addr).await?, addr, tls, req).await
+}
+
+/// Like [`send_tls`], from the local address `from` (any 127.x works on
+/// Linux without adding it to `lo`): how a test looks like a given probe.
+pub async fn send_tls_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    req: &Req<'_>,
+) -> anyhow::Result<Reply> {
+    let socket = tokio::net::TcpSocket::new_v4().context("creating a TCP socket")?;
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .with_context(|| format!("binding the client side to {from}"))?;
+    let tcp = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+        .await
+        .with_context(|| format!("connecting to {addr} from {from}: timed out"))?
+        .with_context(|| format!("connecting to {addr} from {from}"))?;
+    send_tls_over(tcp, addr, tls, req).await
+}
+
+async fn send_tls_over(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    req: &Req<'_>,
+) -> anyhow::Result<Reply> {
     let name = rustls_pki_types::ServerName::try_from(req.host.to_owned())
         .with_context(|| format!("bad server name {}", req.host))?;
     let stream = tokio_rustls::TlsConnector::from(tls)

@@ -3,8 +3,9 @@
 //! Served in-process over HTTPS (HTTP/1.1 and HTTP/2) with a certificate from the
 //! test CA. It holds a small fixed package set with deterministic archive bytes
 //! and has fault knobs a test flips at runtime through [`Registry`]: an error
-//! rate, added latency (overall or per client address), corrupted archives
-//! (bytes changed, published hash unchanged), missing releases, and down.
+//! rate and added latency (each overall or per client address), corrupted
+//! archives (bytes changed, published hash unchanged), missing releases, and
+//! down.
 //!
 //! Endpoints: `/all-packages` (GET and POST), `/all-packages/since/N`,
 //! `/packages/A/P/releases.json`, `/packages/A/P/V/{endpoint.json, elm.json,
@@ -87,6 +88,9 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Faults {
     /// Fraction of requests (0..=1) answered 500.
     pub error_rate: f64,
+    /// Fraction of requests from these client addresses answered 500
+    /// (instead of `error_rate`): one probe sees failures nobody else sees.
+    pub error_rate_by_client: HashMap<IpAddr, f64>,
     /// Added before answering every request.
     pub latency: Duration,
     /// Added for requests from these client addresses (instead of `latency`).
@@ -190,6 +194,21 @@ impl Registry {
     /// Answers this fraction (0..=1) of requests with 500.
     pub fn set_error_rate(&self, rate: f64) {
         self.faults().error_rate = rate.clamp(0.0, 1.0);
+    }
+
+    /// Answers this fraction (0..=1) of the requests from `client` with 500,
+    /// instead of the overall rate; other clients keep the overall rate. A
+    /// rate of 0 makes `client` immune to the overall rate, so
+    /// [`Registry::clear_error_rate_for_client`] is how to undo this.
+    pub fn set_error_rate_for_client(&self, client: IpAddr, rate: f64) {
+        self.faults()
+            .error_rate_by_client
+            .insert(client, rate.clamp(0.0, 1.0));
+    }
+
+    /// Puts `client` back on the overall error rate.
+    pub fn clear_error_rate_for_client(&self, client: IpAddr) {
+        self.faults().error_rate_by_client.remove(&client);
     }
 
     /// Delays every answer by `d`.
@@ -324,7 +343,12 @@ async fn handle(
         .as_deref()
         .is_some_and(|ae| ae.split(',').any(|e| e.trim().starts_with("gzip")));
 
-    let resp = if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
+    let error_rate = faults
+        .error_rate_by_client
+        .get(&peer.ip())
+        .copied()
+        .unwrap_or(faults.error_rate);
+    let resp = if error_rate > 0.0 && fastrand::f64() < error_rate {
         plain(StatusCode::INTERNAL_SERVER_ERROR, "injected error\n")
     } else if refuses_406(user_agent.as_deref(), accept_encoding.as_deref()) {
         plain(StatusCode::NOT_ACCEPTABLE, "Not Acceptable\n")

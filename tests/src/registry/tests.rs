@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::http::{Reply, Req, send_tls};
+use crate::http::{Reply, Req, send_tls, send_tls_from};
 use crate::tls::TestCa;
 
 const HOST: &str = "package.elm.test";
@@ -221,6 +221,39 @@ async fn error_rate_answers_500() {
     assert!((10..=50).contains(&errors), "{errors} of 60");
     f.reg.set_error_rate(0.0);
     assert_eq!(f.get("/all-packages").await.status, 200);
+}
+
+#[tokio::test]
+async fn error_rate_for_one_client_leaves_the_others_alone() {
+    let f = fixture().await;
+    let liar: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let req = Req::get(HOST, "/search.json")
+        .header("user-agent", UA)
+        .header("accept-encoding", "gzip");
+    let from = |ip: std::net::IpAddr| {
+        let (addr, client, req) = (f.reg.addr(), f.client.clone(), req.clone());
+        async move { send_tls_from(ip, addr, client, &req).await.unwrap().status }
+    };
+    let other: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    f.reg.set_error_rate_for_client(liar, 1.0);
+    for _ in 0..5 {
+        assert_eq!(from(liar).await, 500);
+        assert_eq!(from(other).await, 200);
+    }
+    // The per-client rate wins over the overall one, both ways.
+    f.reg.set_error_rate(1.0);
+    f.reg.set_error_rate_for_client(liar, 0.0);
+    for _ in 0..5 {
+        assert_eq!(from(liar).await, 200);
+        assert_eq!(from(other).await, 500);
+    }
+    f.reg.clear_error_rate_for_client(liar);
+    assert_eq!(from(liar).await, 500);
+    f.reg.set_error_rate(0.0);
+    assert_eq!(from(liar).await, 200);
+    let seen = f.reg.seen();
+    assert!(seen.iter().any(|s| s.peer.ip() == liar && s.status == 500));
+    assert!(seen.iter().any(|s| s.peer.ip() == other && s.status == 200));
 }
 
 #[tokio::test]
