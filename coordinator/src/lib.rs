@@ -27,4 +27,5 @@ pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod verdict;
 pub mod writer;
