@@ -293,7 +293,12 @@ pub trait Journal: Send + Sync {
         now_ms: i64,
     ) -> Result<Entry, JournalError>;
     /// Every entry of a run, in seq order.
-    fn entries(&self, run: u64) -> Result<Vec<Entry>, JournalError>;
+    fn entries(&self, run: u64) -> Result<Vec<Entry>, JournalError> {
+        self.entries_after(run, 0)
+    }
+    /// The entries of a run with a seq above `after`, in seq order (the guard
+    /// watcher reads only what is new each tick).
+    fn entries_after(&self, run: u64, after: u64) -> Result<Vec<Entry>, JournalError>;
 }
 
 /// Hex SHA-256 of a plan text.
@@ -573,16 +578,16 @@ impl Journal for SqliteJournal {
         Ok(e)
     }
 
-    fn entries(&self, run: u64) -> Result<Vec<Entry>, JournalError> {
+    fn entries_after(&self, run: u64, after: u64) -> Result<Vec<Entry>, JournalError> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT seq, unix_ms, step_id, phase, detail, output FROM journal
-                 WHERE run_id = ?1 ORDER BY seq",
+                 WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
             )
             .map_err(sql("read the journal"))?;
         let rows = stmt
-            .query_map([run as i64], |r| {
+            .query_map([run as i64, after as i64], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -691,6 +696,13 @@ mod tests {
         }
         let seqs: Vec<u64> = a.entries(r.id).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        let newer: Vec<u64> = b
+            .entries_after(r.id, 4)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(newer, [5, 6]);
         assert!(matches!(
             a.append(
                 99,

@@ -53,6 +53,21 @@ pub const PLAN_STEP_ACTIVE: &str = "cutover_plan_step_active";
 /// `cutover_plan_run_state{outcome}`: 1 for the latest plan run's state
 /// (`running`, `paused`, `waiting_approval`, `done`, `failed`, `aborted`, `fell_back`), 0 for the others.
 pub const PLAN_RUN_STATE: &str = "cutover_plan_run_state";
+/// `cutover_guard_verdict{guard,region}`: the region's latest verdict:
+/// 0 `PASS`, 1 `FAIL`, -1 `NO_EVIDENCE` (non-probe sources use region `global`).
+pub const GUARD_VERDICT: &str = "cutover_guard_verdict";
+/// `cutover_guard_value{guard,region}`: the value the region's verdict compared
+/// with the guard's threshold (absent while the region has no evidence).
+pub const GUARD_VALUE: &str = "cutover_guard_value";
+/// `cutover_guard_failing_regions{guard}`: regions whose verdict is `FAIL` now.
+pub const GUARD_FAILING_REGIONS: &str = "cutover_guard_failing_regions";
+/// `cutover_guard_tripped{guard}`: 1 once the guard tripped in the current run (it stays tripped), else 0.
+pub const GUARD_TRIPPED: &str = "cutover_guard_tripped";
+/// `cutover_guard_trips_total{guard,outcome}`: trips, by the action taken
+/// (`fallback`, `pause`, `alert`, `shadow`).
+pub const GUARD_TRIPS: &str = "cutover_guard_trips_total";
+/// `cutover_alerts_total{outcome}`: alert deliveries per destination, `sent` or `failed`.
+pub const ALERTS: &str = "cutover_alerts_total";
 
 /// Label names (the fixed set).
 pub mod label {
@@ -68,6 +83,8 @@ pub mod label {
     pub const PHASE: &str = "phase";
     /// Plan step id.
     pub const STEP: &str = "step";
+    /// Guard id from the plan.
+    pub const GUARD: &str = "guard";
 }
 
 /// Reasons used as `outcome` on [`REJECTED_MESSAGES`].
@@ -244,6 +261,30 @@ pub fn describe() {
     describe_gauge!(
         PLAN_RUN_STATE,
         "1 for the latest plan run's state (outcome label), 0 for the others."
+    );
+    describe_gauge!(
+        GUARD_VERDICT,
+        "Latest verdict of a guard in a region: 0 PASS, 1 FAIL, -1 NO_EVIDENCE."
+    );
+    describe_gauge!(
+        GUARD_VALUE,
+        "The value a guard's regional verdict compared with its threshold."
+    );
+    describe_gauge!(
+        GUARD_FAILING_REGIONS,
+        "Regions whose latest verdict for the guard is FAIL."
+    );
+    describe_gauge!(
+        GUARD_TRIPPED,
+        "1 once the guard tripped in the current plan run, else 0."
+    );
+    describe_counter!(
+        GUARD_TRIPS,
+        "Guard trips, by the action taken (fallback, pause, alert, shadow)."
+    );
+    describe_counter!(
+        ALERTS,
+        "Alert deliveries per destination, by outcome (sent, failed)."
     );
 }
 

@@ -18,10 +18,16 @@
 //!
 //! `dns` and `exec` steps are never interrupted by pause, abort or rollback:
 //! those take effect when the step ends, so records are never left half-applied.
+//!
+//! Guards ([`guards`]) watch the run from their `armed_from` step on; a trip
+//! reaches the engine through [`Engine::trip`], which acts on it (fallback,
+//! pause, alert, or nothing in shadow mode) in the same journal transaction
+//! as the trip note.
 
 pub mod assign;
 mod dns_backend;
 pub mod evidence;
+pub mod guards;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -40,7 +46,7 @@ use crate::journal::{
     Direction, Entry, Journal, JournalError, NewEntry, Phase, RunRecord, RunState, RunUpdate,
 };
 use crate::metrics as m;
-use crate::plan::{self, Action, OnFailure, Plan, Step};
+use crate::plan::{self, Action, GuardAction, GuardMode, OnFailure, Plan, Step};
 
 pub use dns_backend::RealDns;
 pub use evidence::{EvidenceSource, LiveEvidence, RegionProgress};
@@ -129,6 +135,72 @@ pub struct RunStatus {
     pub live: Option<Live>,
     /// The open question or latest failure.
     pub message: String,
+    /// The armed guards' verdicts per region, when this process watches the run.
+    pub guards: Vec<guards::GuardStatus>,
+}
+
+/// How a guard's trip was acted on: the `outcome` label of
+/// `cutover_guard_trips_total` and the trip note's `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TripOutcome {
+    /// The run switched to the fallback runbook (or was already on it).
+    Fallback,
+    /// The run was paused (or was already paused).
+    Pause,
+    /// Only an alert.
+    Alert,
+    /// A shadow guard: logged what it would have done, nothing else.
+    Shadow,
+}
+
+impl TripOutcome {
+    /// `fallback`, `pause`, `alert`, `shadow`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fallback => "fallback",
+            Self::Pause => "pause",
+            Self::Alert => "alert",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+/// A tripped guard, as the guard watcher hands it to the engine.
+#[derive(Debug, Clone)]
+pub struct GuardTrip {
+    /// The run the guard watched.
+    pub run_id: u64,
+    /// Guard id.
+    pub guard: String,
+    /// What the plan says a trip does.
+    pub action: GuardAction,
+    /// Enforce or shadow.
+    pub mode: GuardMode,
+    /// The trip in plain words (`verdict::Trip::summary`).
+    pub summary: String,
+    /// The whole trip with its per-region evidence (a `verdict::Trip` as JSON
+    /// object); kept in the trip note.
+    pub detail: serde_json::Value,
+}
+
+/// What the engine did that deserves an alert (the guard watcher sends them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The run switched to the fallback runbook: a guard trip, a failing step
+    /// with `on_failure = "fallback"`, or `cutover rollback`.
+    FallbackStarted {
+        /// The run.
+        run_id: u64,
+        /// The guard that tripped ("" when the fallback has another cause).
+        guard: String,
+        /// Why, in words.
+        why: String,
+    },
+    /// The fallback runbook ran to its end (the run is `fell_back`).
+    FallbackDone {
+        /// The run.
+        run_id: u64,
+    },
 }
 
 struct Current {
@@ -147,6 +219,10 @@ struct Inner {
     current: Mutex<Option<Current>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: CancellationToken,
+    /// Fallback started / done, for alerts.
+    events: tokio::sync::broadcast::Sender<EngineEvent>,
+    /// Per-guard, per-region verdicts of the current run, for `cutover status`.
+    guard_view: Mutex<Option<guards::GuardView>>,
 }
 
 /// The engine handle (cheap to clone).
@@ -171,8 +247,20 @@ impl Engine {
                 current: Mutex::new(None),
                 task: Mutex::new(None),
                 shutdown,
+                events: tokio::sync::broadcast::channel(64).0,
+                guard_view: Mutex::new(None),
             }),
         }
+    }
+
+    /// Fallback started / done events, for the alert sender.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        // Nobody listening (tests, no guard watcher) is fine.
+        let _ = self.inner.events.send(event);
     }
 
     async fn journal<T: Send + 'static>(
@@ -447,12 +535,122 @@ impl Engine {
         )
         .await?;
         tracing::info!(run = run.id, event, reason, "operator request");
+        if update.direction == Some(Direction::Fallback) {
+            self.emit(EngineEvent::FallbackStarted {
+                run_id: run.id,
+                guard: String::new(),
+                why: if reason.is_empty() {
+                    "cutover rollback".to_string()
+                } else {
+                    format!("cutover rollback: {reason}")
+                },
+            });
+        }
         self.interrupt(run.id);
         self.poke();
         if update.state == Some(RunState::Running) {
             self.ensure_task(run.id);
         }
         self.run_or_latest(run.id).await
+    }
+
+    /// A guard tripped: records the trip note and acts on it in the same
+    /// journal transaction. In enforce mode `fallback` switches the run to the
+    /// fallback runbook (`forward_blocked`, like `cutover rollback`), `pause`
+    /// pauses it, `alert` only records; a shadow guard records what it would
+    /// have done. The running step is interrupted at once if it may be (waits,
+    /// soaks, verifies, gates); a `dns` or `exec` step finishes first.
+    pub async fn trip(&self, t: GuardTrip) -> Result<(TripOutcome, Entry), EngineError> {
+        let _g = self.inner.ops.lock().await;
+        let id = t.run_id;
+        let run = self
+            .journal(move |j| j.run(id))
+            .await?
+            .ok_or(EngineError::NoRun)?;
+        // Guards watch the forward runbook until the run ends.
+        let live = !run.state.is_finished() && run.direction == Direction::Forward;
+        let (outcome, update, effect) = match (t.mode, t.action) {
+            (GuardMode::Shadow, a) => (
+                TripOutcome::Shadow,
+                RunUpdate::default(),
+                format!("shadow guard: would have {}; nothing done", would(a)),
+            ),
+            (GuardMode::Enforce, GuardAction::Alert) => (
+                TripOutcome::Alert,
+                RunUpdate::default(),
+                "alert only; the run goes on".to_string(),
+            ),
+            (GuardMode::Enforce, GuardAction::Pause) if live && run.state != RunState::Paused => (
+                TripOutcome::Pause,
+                RunUpdate::state(RunState::Paused),
+                "the run is paused: `cutover resume` continues, `cutover rollback` falls back"
+                    .to_string(),
+            ),
+            (GuardMode::Enforce, GuardAction::Pause) => (
+                TripOutcome::Pause,
+                RunUpdate::default(),
+                format!(
+                    "the run is already {} ({} runbook)",
+                    run.state,
+                    run.direction.label()
+                ),
+            ),
+            (GuardMode::Enforce, GuardAction::Fallback) if live => (
+                TripOutcome::Fallback,
+                RunUpdate {
+                    state: Some(RunState::Running),
+                    direction: Some(Direction::Fallback),
+                    forward_blocked: Some(true),
+                },
+                "the fallback runbook runs now; a forward start needs --force".to_string(),
+            ),
+            (GuardMode::Enforce, GuardAction::Fallback) => (
+                TripOutcome::Fallback,
+                RunUpdate::default(),
+                format!(
+                    "nothing to do: the run is {} ({} runbook)",
+                    run.state,
+                    run.direction.label()
+                ),
+            ),
+        };
+        let mut detail = match t.detail {
+            serde_json::Value::Object(m) => serde_json::Value::Object(m),
+            _ => json!({}),
+        };
+        for (k, v) in [
+            ("event", json!("trip")),
+            ("guard", json!(t.guard)),
+            ("action", json!(t.action.label())),
+            ("mode", json!(crate::verdict::mode_name(t.mode))),
+            ("outcome", json!(outcome.label())),
+            ("effect", json!(effect)),
+            ("summary", json!(t.summary)),
+        ] {
+            detail[k] = v;
+        }
+        let entry = self
+            .append(run.id, NewEntry::new("", Phase::Note, detail), update)
+            .await?;
+        metrics::counter!(m::GUARD_TRIPS, m::label::GUARD => t.guard.clone(), m::label::OUTCOME => outcome.label())
+            .increment(1);
+        metrics::gauge!(m::GUARD_TRIPPED, m::label::GUARD => t.guard.clone()).set(1.0);
+        tracing::warn!(run = run.id, guard = %t.guard, outcome = outcome.label(), "guard tripped: {} — {effect}", t.summary);
+        if update.direction == Some(Direction::Fallback) {
+            self.emit(EngineEvent::FallbackStarted {
+                run_id: run.id,
+                guard: t.guard.clone(),
+                why: t.summary.clone(),
+            });
+        }
+        if update.state.is_some() {
+            self.interrupt(run.id);
+            self.poke();
+            if update.state == Some(RunState::Running) {
+                self.ensure_task(run.id);
+            }
+        }
+        Ok((outcome, entry))
     }
 
     /// `cutover status`: the run (latest if `id` is 0).
@@ -479,6 +677,15 @@ impl Engine {
             step_count: 0,
             live,
             message: String::new(),
+            guards: self
+                .inner
+                .guard_view
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .filter(|g| g.run_id == run.id)
+                .map(|g| g.guards)
+                .unwrap_or_default(),
             run,
         };
         if let Some(p) = &plan {
@@ -507,12 +714,20 @@ impl Engine {
                     || (explains_failure
                         && e.phase == Phase::Outcome
                         && e.str("result") == "failed")
+                    || (explains_failure && acting_trip(e))
             })
             .map(|e| {
-                if e.phase == Phase::Note {
-                    e.str("question").to_string()
-                } else {
+                if e.phase == Phase::Outcome {
                     format!("step `{}` failed: {}", e.step_id, e.str("message"))
+                } else if e.str("event") == "trip" {
+                    format!(
+                        "guard `{}` tripped: {} — {}",
+                        e.str("guard"),
+                        e.str("summary"),
+                        e.str("effect")
+                    )
+                } else {
+                    e.str("question").to_string()
                 }
             })
             .unwrap_or_default();
@@ -651,7 +866,12 @@ impl Engine {
             )
             .await
         {
-            Ok(_) => tracing::info!(run = run.id, event, "plan run finished"),
+            Ok(_) => {
+                tracing::info!(run = run.id, event, "plan run finished");
+                if run.direction == Direction::Fallback {
+                    self.emit(EngineEvent::FallbackDone { run_id: run.id });
+                }
+            }
             Err(e) => tracing::error!(run = run.id, error = %e, "cannot record the end of the run"),
         }
     }
@@ -927,6 +1147,7 @@ impl Engine {
             }
         };
         tracing::warn!(run = run.id, step = %step.id, on_failure = on_failure.label(), "step failed: {message}");
+        let why = format!("step `{}` failed: {message}", step.id);
         self.append(
             run.id,
             NewEntry {
@@ -938,6 +1159,13 @@ impl Engine {
             update,
         )
         .await?;
+        if update.direction == Some(Direction::Fallback) {
+            self.emit(EngineEvent::FallbackStarted {
+                run_id: run.id,
+                guard: String::new(),
+                why,
+            });
+        }
         Ok(())
     }
 }
@@ -963,6 +1191,23 @@ fn state_gauge(state: RunState) {
         } else {
             0.0
         });
+    }
+}
+
+/// A trip note whose guard paused the run or switched it to the fallback runbook.
+fn acting_trip(e: &Entry) -> bool {
+    e.phase == Phase::Note
+        && e.str("event") == "trip"
+        && e.str("mode") == "enforce"
+        && matches!(e.str("outcome"), "fallback" | "pause")
+}
+
+/// "fallen back", "paused", "alerted": what a shadow guard would have done.
+fn would(a: GuardAction) -> &'static str {
+    match a {
+        GuardAction::Fallback => "fallen back",
+        GuardAction::Pause => "paused the run",
+        GuardAction::Alert => "alerted",
     }
 }
 

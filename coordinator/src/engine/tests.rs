@@ -1030,3 +1030,324 @@ prompt = "?"
     assert!(!pass(&snap(5, 0)), "new failing");
     assert!(!pass(&snap(0, 5)), "users' path failing");
 }
+
+// ---------------------------------------------------------------------------
+// Guard trips (what `guards` hands the engine).
+// ---------------------------------------------------------------------------
+
+/// The forward runbook of [`Rig::plan`] followed by a soak of `soak`.
+fn soak_plan(rig: &Rig, soak: &str) -> (std::path::PathBuf, String) {
+    rig.plan(
+        &format!(
+            r#"
+[[steps]]
+id = "soak"
+kind = "soak"
+duration = "{soak}"
+"#
+        ),
+        "",
+    )
+}
+
+async fn until_step(e: &Engine, step: &str) {
+    for _ in 0..500 {
+        if let Some(s) = e.status(0).await.unwrap()
+            && s.step.as_ref().is_some_and(|(id, _)| id == step)
+            && s.live.as_ref().is_some_and(|l| l.step_id == step)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the run never reached step {step}");
+}
+
+fn guard_trip(run_id: u64, action: plan::GuardAction, mode: plan::GuardMode) -> GuardTrip {
+    GuardTrip {
+        run_id,
+        guard: "install-new".into(),
+        action,
+        mode,
+        summary: "2 of 2 regions saw www-dns failures on new (error_ratio > 0.5 for 3 ticks)"
+            .into(),
+        detail: json!({"kind": "quorum", "regions": [{"region": "asia", "verdict": "FAIL"}]}),
+    }
+}
+
+fn trip_notes(entries: &[Entry]) -> Vec<&Entry> {
+    entries
+        .iter()
+        .filter(|e| e.phase == Phase::Note && e.str("event") == "trip")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fallback_trip_stops_the_soak_at_once_runs_the_fallback_and_blocks_a_forward_start() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let mut events = e.subscribe();
+    let (path, text) = soak_plan(&rig, "1h");
+    let (run, _) = e.start(path.clone(), text.clone(), false).await.unwrap();
+    until_step(&e, "soak").await;
+    let t0 = std::time::Instant::now();
+    let (outcome, note) = e
+        .trip(guard_trip(
+            run.id,
+            plan::GuardAction::Fallback,
+            plan::GuardMode::Enforce,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome, TripOutcome::Fallback);
+    // The trip and the switch to the fallback runbook are one transaction:
+    // the run record already says so when the note is back.
+    let r = e.status(0).await.unwrap().unwrap().run;
+    assert_eq!(r.direction, Direction::Fallback);
+    assert!(r.forward_blocked);
+    let s = until_state(&e, RunState::FellBack).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the hour-long soak must not delay the fallback: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        s.message.contains("guard `install-new` tripped"),
+        "{}",
+        s.message
+    );
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.1"],
+        "fallback points DNS back at old"
+    );
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let trips = trip_notes(&entries);
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0].seq, note.seq);
+    assert_eq!(trips[0].str("outcome"), "fallback");
+    assert_eq!(trips[0].str("kind"), "quorum", "the evidence is kept");
+    assert_eq!(trips[0].detail["regions"][0]["region"], "asia");
+    let back = entries
+        .iter()
+        .position(|x| x.step_id == "back" && x.phase == Phase::Intent)
+        .unwrap();
+    assert!(
+        entries.iter().position(|x| x.seq == note.seq).unwrap() < back,
+        "the trip is written before the fallback starts"
+    );
+    assert!(
+        !outcomes(&entries).contains(&("soak".into(), "ok".into())),
+        "the soak was interrupted, not finished"
+    );
+    assert_eq!(
+        events.recv().await.unwrap(),
+        EngineEvent::FallbackStarted {
+            run_id: run.id,
+            guard: "install-new".into(),
+            why: guard_trip(
+                run.id,
+                plan::GuardAction::Fallback,
+                plan::GuardMode::Enforce
+            )
+            .summary,
+        }
+    );
+    assert_eq!(
+        events.recv().await.unwrap(),
+        EngineEvent::FallbackDone { run_id: run.id }
+    );
+    let err = e
+        .start(path.clone(), text.clone(), false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    e.start(path, text, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fallback_trip_during_a_dns_step_lets_the_step_finish_first() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let (path, text) = soak_plan(&rig, "1h");
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    *rig.dns.slow.lock().unwrap() = Duration::from_millis(300);
+    until_step(&e, "switch").await;
+    e.trip(guard_trip(
+        run.id,
+        plan::GuardAction::Fallback,
+        plan::GuardMode::Enforce,
+    ))
+    .await
+    .unwrap();
+    until_state(&e, RunState::FellBack).await;
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let o = outcomes(&entries);
+    assert!(
+        o.contains(&("switch".into(), "ok".into())),
+        "the switch in flight finished and was recorded: {o:?}"
+    );
+    assert_eq!(o.last().unwrap(), &("back".to_string(), "ok".to_string()));
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.1"]
+    );
+}
+
+#[tokio::test]
+async fn a_pause_trip_pauses_with_the_trip_as_the_reason() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let (path, text) = soak_plan(&rig, "2s");
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    let (outcome, _) = e
+        .trip(guard_trip(
+            run.id,
+            plan::GuardAction::Pause,
+            plan::GuardMode::Enforce,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome, TripOutcome::Pause);
+    let s = until_state(&e, RunState::Paused).await;
+    assert!(
+        s.message.contains("guard `install-new` tripped"),
+        "{}",
+        s.message
+    );
+    assert!(s.message.contains("2 of 2 regions"), "{}", s.message);
+    assert!(!s.run.forward_blocked);
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.2"],
+        "a pause changes no DNS"
+    );
+    e.resume().await.unwrap();
+    until_state(&e, RunState::Done).await;
+}
+
+#[tokio::test]
+async fn an_alert_trip_and_a_shadow_trip_only_write_the_decision_log() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let (path, text) = soak_plan(&rig, "600ms");
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    let (alert, _) = e
+        .trip(guard_trip(
+            run.id,
+            plan::GuardAction::Alert,
+            plan::GuardMode::Enforce,
+        ))
+        .await
+        .unwrap();
+    let (shadow, _) = e
+        .trip(guard_trip(
+            run.id,
+            plan::GuardAction::Fallback,
+            plan::GuardMode::Shadow,
+        ))
+        .await
+        .unwrap();
+    assert_eq!((alert, shadow), (TripOutcome::Alert, TripOutcome::Shadow));
+    // Neither interrupts the soak: it runs to its end and the plan is done.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.run.state, RunState::Running);
+    assert_eq!(s.step.unwrap().0, "soak");
+    let s = until_state(&e, RunState::Done).await;
+    assert!(!s.run.forward_blocked);
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.2"]
+    );
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let trips = trip_notes(&entries);
+    assert_eq!(trips.len(), 2);
+    assert_eq!(trips[0].str("outcome"), "alert");
+    assert_eq!(trips[1].str("outcome"), "shadow");
+    assert_eq!(trips[1].str("mode"), "shadow");
+    assert!(
+        trips[1].str("effect").contains("would have fallen back"),
+        "{}",
+        trips[1].str("effect")
+    );
+}
+
+#[tokio::test]
+async fn a_coordinator_killed_during_an_automatic_fallback_resumes_the_fallback() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, stop) = rig.engine();
+    let (path, text) = soak_plan(&rig, "1h");
+    let (run, _) = e.start(path.clone(), text.clone(), false).await.unwrap();
+    until_step(&e, "soak").await;
+    // The fallback's DNS step hangs: the coordinator dies in the middle of it.
+    *rig.dns.slow.lock().unwrap() = Duration::from_secs(30);
+    e.trip(guard_trip(
+        run.id,
+        plan::GuardAction::Fallback,
+        plan::GuardMode::Enforce,
+    ))
+    .await
+    .unwrap();
+    until_step(&e, "back").await;
+    stop.cancel();
+    if let Some(h) = e.inner.task.lock().unwrap().take() {
+        h.abort();
+    }
+    drop(e);
+    *rig.dns.slow.lock().unwrap() = Duration::ZERO;
+    let (e, _stop) = rig.engine();
+    assert_eq!(e.resume_unfinished().await.unwrap(), Some(run.id));
+    let s = until_state(&e, RunState::FellBack).await;
+    assert_eq!(s.run.direction, Direction::Fallback);
+    assert!(s.run.forward_blocked);
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.1"]
+    );
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let back_intents = entries
+        .iter()
+        .filter(|x| x.step_id == "back" && x.phase == Phase::Intent)
+        .count();
+    assert_eq!(back_intents, 2, "the fallback's DNS step is repeated");
+    assert!(
+        !outcomes(&entries).contains(&("soak".into(), "ok".into())),
+        "the forward runbook never resumes"
+    );
+    assert!(e.start(path, text, false).await.is_err());
+}
+
+#[tokio::test]
+async fn a_trip_after_the_run_ended_changes_nothing() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let (path, text) = rig.plan("", "");
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_state(&e, RunState::Done).await;
+    let (outcome, note) = e
+        .trip(guard_trip(
+            run.id,
+            plan::GuardAction::Fallback,
+            plan::GuardMode::Enforce,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome, TripOutcome::Fallback);
+    assert!(
+        note.str("effect").contains("nothing to do"),
+        "{}",
+        note.str("effect")
+    );
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.run.state, RunState::Done);
+    assert!(!s.run.forward_blocked);
+}
