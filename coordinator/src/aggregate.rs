@@ -5,10 +5,20 @@
 //! histogram and the latest error. DNS results additionally keep, per
 //! (check, region), the latest answer class of each probe's **system**
 //! resolver — the share of probes answered with the new address is the
-//! per-region propagation figure. Pure data structure: no I/O, no clock
-//! (callers pass `now_ms`), no gRPC types other than the decoded results.
+//! per-region propagation figure.
+//!
+//! For the verdicts (`crate::verdict`), each series also keeps every probe's
+//! own recent results (time, outcome, duration, system-resolver answer class),
+//! so a guard can compute one value per probe and take the median over probes:
+//! [`Aggregator::probe_figures`]. Those are kept for the longest guard window
+//! ([`Aggregator::retain_at_least`]), at most [`PER_PROBE_PER_SEC`] results a
+//! second per probe and series (between [`PER_PROBE_MIN`] and
+//! [`PER_PROBE_MAX`]; the oldest are dropped first).
+//!
+//! Pure data structure: no I/O, no clock (callers pass `now_ms`), no gRPC
+//! types other than the decoded results.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use cutover_proto::v1;
@@ -16,6 +26,14 @@ use cutover_proto::v1;
 /// Latency histogram resolution: 4 buckets per doubling, from 1 µs up to ~2^32 µs.
 const HIST_PER_OCTAVE: f64 = 4.0;
 const HIST_BUCKETS: usize = 128;
+
+/// Per-probe results kept per second of retention, per probe and series:
+/// checks run at most every 250 ms before the oldest of a window are dropped.
+pub const PER_PROBE_PER_SEC: usize = 4;
+/// Per-probe results kept at least, per probe and series.
+pub const PER_PROBE_MIN: usize = 64;
+/// Per-probe results kept at most, per probe and series (16 bytes each).
+pub const PER_PROBE_MAX: usize = 1024;
 
 /// Series key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +99,25 @@ pub struct DnsStats {
     pub max_ttl: u32,
 }
 
+/// One probe's figures for one (check, target, region) over a guard's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeFigures {
+    /// Probe id.
+    pub probe: Arc<str>,
+    /// Results in the window.
+    pub samples: u64,
+    /// Results that failed (hard failures included).
+    pub failures: u64,
+    /// Hard failures (corruption, e.g. hash mismatches).
+    pub hard_failures: u64,
+    /// Durations of the successful results, milliseconds, sorted ascending.
+    pub success_ms: Vec<f64>,
+    /// Results that carried a system-resolver answer (DNS checks).
+    pub dns_answers: u64,
+    /// Of those, answers with addresses of neither site (or no address).
+    pub dns_other: u64,
+}
+
 /// Everything in the windows at one instant.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -112,6 +149,33 @@ impl Bucket {
     }
 }
 
+/// One result of one probe, as the verdicts need it (16 bytes).
+#[derive(Debug, Clone, Copy)]
+struct ProbeSample {
+    at_ms: i64,
+    /// Duration in microseconds, saturating (successes only matter).
+    duration_us: u32,
+    outcome: SampleOutcome,
+    dns: DnsClass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleOutcome {
+    Ok,
+    Failed,
+    Hard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DnsClass {
+    /// No system-resolver answer in the result.
+    None,
+    /// Old, new or both.
+    Site,
+    /// Neither (or no address).
+    Other,
+}
+
 #[derive(Default)]
 struct Series {
     /// Ordered by `second`, oldest first.
@@ -121,6 +185,8 @@ struct Series {
     /// rather than a set per bucket keeps the once-a-second snapshot cheap
     /// with thousands of probes.
     probes: HashMap<Arc<str>, i64>,
+    /// Each probe's own results, oldest first, within the retention.
+    per_probe: HashMap<Arc<str>, VecDeque<ProbeSample>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +199,10 @@ struct DnsLatest {
 /// The windows.
 pub struct Aggregator {
     window_secs: i64,
+    /// How far back per-probe results are kept (at least the window).
+    retain_ms: i64,
+    /// Per-probe results kept per probe and series.
+    per_probe_cap: usize,
     series: HashMap<SeriesKey, Series>,
     dns: HashMap<(String, String), HashMap<Arc<str>, DnsLatest>>,
 }
@@ -166,11 +236,32 @@ fn quantile(hist: &[u64; HIST_BUCKETS], total: u64, q: f64) -> Option<f64> {
 impl Aggregator {
     /// Windows of `window_secs` seconds (at least 1).
     pub fn new(window_secs: u32) -> Self {
-        Self {
-            window_secs: i64::from(window_secs.max(1)),
+        let window_secs = i64::from(window_secs.max(1));
+        let mut agg = Self {
+            window_secs,
+            retain_ms: 0,
+            per_probe_cap: PER_PROBE_MIN,
             series: HashMap::new(),
             dns: HashMap::new(),
-        }
+        };
+        agg.retain_at_least(window_secs * 1000);
+        agg
+    }
+
+    /// Keeps per-probe results for at least `ms` milliseconds (the longest
+    /// guard window of a loaded plan). Never shortens the retention, and the
+    /// snapshot window (`[server] window`) does not change.
+    pub fn retain_at_least(&mut self, ms: i64) {
+        self.retain_ms = self.retain_ms.max(ms);
+        let secs = usize::try_from(self.retain_ms.div_euclid(1000) + 1).unwrap_or(usize::MAX);
+        self.per_probe_cap = secs
+            .saturating_mul(PER_PROBE_PER_SEC)
+            .clamp(PER_PROBE_MIN, PER_PROBE_MAX);
+    }
+
+    /// How far back per-probe results are kept, milliseconds.
+    pub fn retention_ms(&self) -> i64 {
+        self.retain_ms
     }
 
     /// Window length in seconds.
@@ -180,6 +271,11 @@ impl Aggregator {
 
     fn oldest_second(&self, now_ms: i64) -> i64 {
         now_ms.div_euclid(1000) - self.window_secs + 1
+    }
+
+    /// Per-probe results before this are dropped.
+    fn horizon_ms(&self, now_ms: i64) -> i64 {
+        (now_ms - self.retain_ms).min(self.oldest_second(now_ms) * 1000)
     }
 
     /// Folds one result into the windows. `at_ms` is when it happened on the
@@ -217,12 +313,14 @@ impl Aggregator {
         now_ms: i64,
     ) {
         let oldest = self.oldest_second(now_ms);
+        let horizon = self.horizon_ms(now_ms);
+        let cap = self.per_probe_cap;
         // A probe's clock may run ahead; never put evidence in the future.
-        // Results older than the window are ignored.
+        // Results older than the retention are ignored.
         let mut results = results
             .into_iter()
             .map(|(at_ms, r)| (at_ms.min(now_ms), r))
-            .filter(|(at_ms, _)| at_ms.div_euclid(1000) >= oldest)
+            .filter(|(at_ms, _)| *at_ms >= horizon)
             .peekable();
         if results.peek().is_none() {
             return;
@@ -233,9 +331,48 @@ impl Aggregator {
             region: region.to_string(),
         };
         let series = self.series.entry(key).or_default();
+        let own = match series.per_probe.get_mut(probe) {
+            Some(own) => own,
+            None => series.per_probe.entry(probe.clone()).or_default(),
+        };
         let mut latest_second = i64::MIN;
         for (at_ms, result) in results {
+            let system = match &result.detail {
+                Some(v1::check_result::Detail::Dns(dns)) => dns
+                    .answers
+                    .iter()
+                    .find(|a| a.kind() == v1::ResolverKind::System),
+                _ => None,
+            };
+            push_sample(
+                own,
+                ProbeSample {
+                    at_ms,
+                    duration_us: u32::try_from(result.duration_us).unwrap_or(u32::MAX),
+                    outcome: match result.outcome() {
+                        v1::Outcome::Success => SampleOutcome::Ok,
+                        v1::Outcome::HardFailure => SampleOutcome::Hard,
+                        _ => SampleOutcome::Failed,
+                    },
+                    dns: match system.map(|a| a.class()) {
+                        None => DnsClass::None,
+                        Some(
+                            v1::AnswerClass::Old | v1::AnswerClass::New | v1::AnswerClass::Mixed,
+                        ) => DnsClass::Site,
+                        Some(v1::AnswerClass::Other | v1::AnswerClass::Unspecified) => {
+                            DnsClass::Other
+                        }
+                    },
+                },
+                horizon,
+                cap,
+            );
+
             let second = at_ms.div_euclid(1000);
+            if second < oldest {
+                // Kept for a guard's longer window only.
+                continue;
+            }
             let pos = series.buckets.iter().rposition(|b| b.second <= second);
             let bucket = match pos {
                 Some(i) if series.buckets[i].second == second => &mut series.buckets[i],
@@ -271,12 +408,7 @@ impl Aggregator {
                 }
             }
 
-            if let Some(v1::check_result::Detail::Dns(dns)) = &result.detail
-                && let Some(answer) = dns
-                    .answers
-                    .iter()
-                    .find(|a| a.kind() == v1::ResolverKind::System)
-            {
+            if let Some(answer) = system {
                 let probes = self
                     .dns
                     .entry((check.to_string(), region.to_string()))
@@ -295,6 +427,9 @@ impl Aggregator {
                 }
             }
         }
+        if latest_second == i64::MIN {
+            return;
+        }
         match series.probes.get_mut(probe) {
             Some(seen) => *seen = (*seen).max(latest_second),
             None => {
@@ -303,16 +438,105 @@ impl Aggregator {
         }
     }
 
+    /// Each probe's figures for `check` on `target` (`old`, `new`, `dns`) over
+    /// the `window_ms` milliseconds ending at `now_ms` (`now - window < at <= now`),
+    /// per region, probes sorted by id. Regions and probes without a result in
+    /// that window are left out. A window longer than the retention sees only
+    /// what is retained ([`Aggregator::retain_at_least`]).
+    pub fn probe_figures(
+        &self,
+        check: &str,
+        target: &str,
+        window_ms: i64,
+        now_ms: i64,
+    ) -> BTreeMap<String, Vec<ProbeFigures>> {
+        let from = now_ms - window_ms;
+        let mut out: BTreeMap<String, Vec<ProbeFigures>> = BTreeMap::new();
+        for (key, series) in &self.series {
+            if key.check != check || key.target != target {
+                continue;
+            }
+            let mut probes = Vec::new();
+            for (probe, own) in &series.per_probe {
+                let mut f = ProbeFigures {
+                    probe: probe.clone(),
+                    samples: 0,
+                    failures: 0,
+                    hard_failures: 0,
+                    success_ms: Vec::new(),
+                    dns_answers: 0,
+                    dns_other: 0,
+                };
+                for s in own.iter().rev().skip_while(|s| s.at_ms > now_ms) {
+                    if s.at_ms <= from {
+                        break;
+                    }
+                    f.samples += 1;
+                    match s.outcome {
+                        SampleOutcome::Ok => f.success_ms.push(f64::from(s.duration_us) / 1000.0),
+                        SampleOutcome::Failed => f.failures += 1,
+                        SampleOutcome::Hard => {
+                            f.failures += 1;
+                            f.hard_failures += 1;
+                        }
+                    }
+                    match s.dns {
+                        DnsClass::None => {}
+                        DnsClass::Site => f.dns_answers += 1,
+                        DnsClass::Other => {
+                            f.dns_answers += 1;
+                            f.dns_other += 1;
+                        }
+                    }
+                }
+                if f.samples > 0 {
+                    f.success_ms.sort_by(f64::total_cmp);
+                    probes.push(f);
+                }
+            }
+            if !probes.is_empty() {
+                probes.sort_by(|a, b| a.probe.cmp(&b.probe));
+                out.entry(key.region.clone()).or_default().extend(probes);
+            }
+        }
+        out
+    }
+
+    /// Regions with any result of `check` (any target) in the `window_ms`
+    /// milliseconds ending at `now_ms`.
+    pub fn regions_with_data(&self, check: &str, window_ms: i64, now_ms: i64) -> BTreeSet<String> {
+        let from = now_ms - window_ms;
+        self.series
+            .iter()
+            .filter(|(key, series)| {
+                key.check == check
+                    && series.per_probe.values().any(|own| {
+                        own.iter()
+                            .rev()
+                            .any(|s| s.at_ms > from && s.at_ms <= now_ms)
+                    })
+            })
+            .map(|(key, _)| key.region.clone())
+            .collect()
+    }
+
     /// Drops what fell out of the window and summarises the rest.
     pub fn snapshot(&mut self, now_ms: i64) -> Snapshot {
         let oldest = self.oldest_second(now_ms);
         let oldest_ms = oldest * 1000;
+        let horizon = self.horizon_ms(now_ms);
         self.series.retain(|_, s| {
             while s.buckets.front().is_some_and(|b| b.second < oldest) {
                 s.buckets.pop_front();
             }
             s.probes.retain(|_, second| *second >= oldest);
-            !s.buckets.is_empty()
+            s.per_probe.retain(|_, own| {
+                while own.front().is_some_and(|x| x.at_ms < horizon) {
+                    own.pop_front();
+                }
+                !own.is_empty()
+            });
+            !s.buckets.is_empty() || !s.per_probe.is_empty()
         });
         self.dns.retain(|_, probes| {
             probes.retain(|_, l| l.at_ms >= oldest_ms);
@@ -322,6 +546,8 @@ impl Aggregator {
         let mut series: Vec<SeriesStats> = self
             .series
             .iter()
+            // Series kept only for a guard's longer window are not in the snapshot.
+            .filter(|(_, s)| !s.buckets.is_empty())
             .map(|(key, s)| {
                 let mut hist = [0u64; HIST_BUCKETS];
                 let (mut samples, mut failures, mut hard) = (0, 0, 0);
@@ -378,6 +604,20 @@ impl Aggregator {
             series,
             dns: dns.into_values().collect(),
         }
+    }
+}
+
+/// Inserts in time order (results mostly arrive in order), then drops what is
+/// older than `horizon` and the oldest beyond `cap`.
+fn push_sample(own: &mut VecDeque<ProbeSample>, sample: ProbeSample, horizon: i64, cap: usize) {
+    if own.back().is_none_or(|b| b.at_ms <= sample.at_ms) {
+        own.push_back(sample);
+    } else {
+        let i = own.partition_point(|x| x.at_ms <= sample.at_ms);
+        own.insert(i, sample);
+    }
+    while own.len() > cap || own.front().is_some_and(|x| x.at_ms < horizon) {
+        own.pop_front();
     }
 }
 
@@ -609,6 +849,153 @@ mod tests {
 
         let s = a.snapshot(NOW + 61_000);
         assert!(s.dns.is_empty());
+    }
+
+    #[test]
+    fn probe_figures_are_per_probe_with_a_millisecond_window() {
+        let mut a = Aggregator::new(60);
+        let (p1, p2) = (probe("eu-1"), probe("eu-2"));
+        let new = |o, ms| result("home", v1::Target::New, o, ms);
+        a.add(&p1, "eu", NOW - 2_500, &new(v1::Outcome::Success, 30), NOW);
+        a.add(&p1, "eu", NOW - 1_500, &new(v1::Outcome::Failure, 5), NOW);
+        // Out of order: inserted in time order.
+        a.add(&p1, "eu", NOW - 2_000, &new(v1::Outcome::Success, 10), NOW);
+        a.add(&p1, "eu", NOW - 100, &new(v1::Outcome::HardFailure, 7), NOW);
+        a.add(&p2, "eu", NOW - 900, &new(v1::Outcome::Success, 20), NOW);
+        a.add(&p2, "us", NOW - 900, &new(v1::Outcome::Success, 20), NOW);
+        // Another target of the same check is another series.
+        a.add(
+            &p2,
+            "eu",
+            NOW - 900,
+            &result("home", v1::Target::Old, v1::Outcome::Failure, 1),
+            NOW,
+        );
+
+        let f = a.probe_figures("home", "new", 3_000, NOW);
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["eu", "us"]);
+        let eu = &f["eu"];
+        assert_eq!(eu.len(), 2);
+        assert_eq!(&*eu[0].probe, "eu-1");
+        assert_eq!(
+            (eu[0].samples, eu[0].failures, eu[0].hard_failures),
+            (4, 2, 1)
+        );
+        assert_eq!(eu[0].success_ms, [10.0, 30.0], "sorted, in ms");
+        assert_eq!((eu[1].samples, eu[1].failures), (1, 0));
+
+        // `now - window < at`: the result exactly 2 000 ms old is out.
+        let f = a.probe_figures("home", "new", 2_000, NOW);
+        assert_eq!(f["eu"][0].samples, 2);
+        // Results after `now` (an evaluation in the past) are out too.
+        let f = a.probe_figures("home", "new", 1_000, NOW - 1_000);
+        assert_eq!(f["eu"][0].samples, 1);
+        assert_eq!(f["eu"][0].failures, 1);
+        assert!(!f.contains_key("us"));
+
+        let old = a.probe_figures("home", "old", 3_000, NOW);
+        assert_eq!(old["eu"][0].failures, 1);
+        assert!(a.probe_figures("other", "new", 3_000, NOW).is_empty());
+        assert_eq!(
+            a.regions_with_data("home", 3_000, NOW),
+            BTreeSet::from(["eu".to_string(), "us".to_string()])
+        );
+        assert!(a.regions_with_data("home", 3_000, NOW + 10_000).is_empty());
+    }
+
+    #[test]
+    fn probe_figures_count_system_resolver_answers_outside_both_sites() {
+        let mut a = Aggregator::new(60);
+        let p = probe("asia-1");
+        for (i, class) in [
+            v1::AnswerClass::Old,
+            v1::AnswerClass::New,
+            v1::AnswerClass::Mixed,
+            v1::AnswerClass::Other,
+            v1::AnswerClass::Unspecified,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            a.add(
+                &p,
+                "asia",
+                NOW - 1000 * i as i64,
+                &dns(class, 60, true),
+                NOW,
+            );
+        }
+        // Only listed resolvers: not a system-resolver answer.
+        a.add(
+            &p,
+            "asia",
+            NOW - 10,
+            &dns(v1::AnswerClass::Other, 60, false),
+            NOW,
+        );
+        let f = &a.probe_figures("www", "dns", 10_000, NOW)["asia"][0];
+        assert_eq!((f.samples, f.dns_answers, f.dns_other), (6, 5, 2));
+    }
+
+    #[test]
+    fn retention_can_outlast_the_snapshot_window() {
+        let mut a = Aggregator::new(10);
+        a.retain_at_least(120_000);
+        a.retain_at_least(30_000);
+        assert_eq!(a.retention_ms(), 120_000, "never shortened");
+        let p = probe("p");
+        let fail = result("c", v1::Target::New, v1::Outcome::Failure, 1);
+        a.add(&p, "eu", NOW - 100_000, &fail, NOW);
+        a.add(&p, "eu", NOW - 1_000, &fail, NOW);
+        a.add(&p, "eu", NOW - 130_000, &fail, NOW);
+
+        let s = a.snapshot(NOW);
+        assert_eq!(s.series[0].samples, 1, "the snapshot keeps its own window");
+        assert_eq!(s.series[0].probes, 1);
+        assert_eq!(
+            a.probe_figures("c", "new", 120_000, NOW)["eu"][0].samples,
+            2
+        );
+
+        // Only the old result is left: the series stays for the guard, not in the snapshot.
+        let s = a.snapshot(NOW + 15_000);
+        assert!(s.series.is_empty(), "{:?}", s.series);
+        assert_eq!(
+            a.probe_figures("c", "new", 120_000, NOW + 15_000)["eu"][0].samples,
+            2
+        );
+        let s = a.snapshot(NOW + 200_000);
+        assert!(s.series.is_empty());
+        assert!(
+            a.probe_figures("c", "new", 120_000, NOW + 200_000)
+                .is_empty()
+        );
+        assert!(a.series.is_empty(), "series past the retention are dropped");
+    }
+
+    #[test]
+    fn per_probe_results_are_capped_oldest_first() {
+        let mut a = Aggregator::new(60);
+        let cap = 61 * PER_PROBE_PER_SEC;
+        let p = probe("p");
+        let ok = result("c", v1::Target::New, v1::Outcome::Success, 1);
+        let fail = result("c", v1::Target::New, v1::Outcome::Failure, 1);
+        // Results a millisecond apart, 10 more than the cap; the first 10 fail.
+        let n = cap + 10;
+        for i in 0..n {
+            let r = if i < 10 { &fail } else { &ok };
+            a.add(&p, "eu", NOW - 30_000 + i as i64, r, NOW);
+        }
+        let f = &a.probe_figures("c", "new", 60_000, NOW)["eu"][0];
+        assert_eq!(f.samples as usize, cap);
+        assert_eq!(f.failures, 0, "the oldest were dropped");
+        // The snapshot's buckets are not capped.
+        assert_eq!(a.snapshot(NOW).series[0].samples as usize, n);
+
+        a.retain_at_least(3_600_000);
+        assert_eq!(a.per_probe_cap, PER_PROBE_MAX);
+        let a = Aggregator::new(1);
+        assert_eq!(a.per_probe_cap, PER_PROBE_MIN);
     }
 
     #[test]
