@@ -40,6 +40,10 @@ pub struct Cli {
     /// Testing aid: append `seq<TAB>check<TAB>target<TAB>outcome` for every result produced.
     #[arg(long)]
     pub record_produced: Option<PathBuf>,
+    /// Open the checks' connections to the sites from this local address (a
+    /// machine with several; tests give every probe its own 127.x).
+    #[arg(long, value_name = "IP")]
+    pub source_address: Option<IpAddr>,
 }
 
 /// The optional TOML file. Unknown keys are errors: a typo must not silently
@@ -65,6 +69,8 @@ pub struct Config {
     pub resolver: Option<SocketAddr>,
     pub ca_file: Option<PathBuf>,
     pub record_produced: Option<PathBuf>,
+    /// Local address for the checks' connections; `None` = the system's choice.
+    pub source_address: Option<IpAddr>,
 }
 
 /// Why the configuration could not be used.
@@ -210,6 +216,7 @@ impl Config {
             resolver,
             ca_file,
             record_produced: cli.record_produced,
+            source_address: cli.source_address,
         })
     }
 }
@@ -288,9 +295,12 @@ mod tests {
             "127.0.0.2:53",
             "--record-produced",
             "/tmp/x",
+            "--source-address",
+            "127.0.0.9",
         ])
         .unwrap();
         assert_eq!(cli.region.as_deref(), Some("us"));
         assert_eq!(cli.record_produced, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(cli.source_address, Some([127, 0, 0, 9].into()));
     }
 }

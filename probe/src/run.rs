@@ -44,7 +44,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let roots = crate::trust::load_roots(config.ca_file.as_deref())?;
     let resolver = SystemResolver::new(config.resolver)?;
     tracing::info!(servers = ?resolver.servers(), "resolver");
-    let http = HttpClient::new(roots, resolver)?;
+    let http = HttpClient::new(roots, resolver)?.with_source_address(config.source_address);
     let mut outbox = Outbox::new(DEFAULT_CAPACITY);
     if let Some(path) = &config.record_produced {
         outbox = outbox.with_record_file(path)?;
@@ -161,6 +161,7 @@ mod tests {
             resolver: Some(dns.addr),
             ca_file: Some(ca_file),
             record_produced: Some(record.clone()),
+            source_address: None,
         };
         let shutdown = CancellationToken::new();
         let probe = tokio::spawn(run(config, shutdown.clone()));

@@ -8,10 +8,13 @@
 //! | `.2` | the coordinator (probe, admin and metrics listeners) |
 //! | `.10` / `.11` | the old / new stand-in registry, same port |
 //! | `.21`… | one Unbound per region, in [`REGIONS`] order |
+//! | `.100`… | probes: `.100 + 10 × region index + n` ([`probe_source`]) |
 //!
 //! `package.elm.test` starts pointing at the old site. Probes resolve through
-//! their region's Unbound (`--resolver`), trust the test CA (`--ca-file`,
-//! `SSL_CERT_FILE`) and record what they produce (`--record-produced`).
+//! their region's Unbound (`--resolver`), connect to the sites from an address
+//! of their own (`--source-address`, so a site's fault knobs can single one
+//! out), trust the test CA (`--ca-file`, `SSL_CERT_FILE`) and record what they
+//! produce (`--record-produced`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -81,6 +84,9 @@ pub struct Options {
     pub coordinator_tls: bool,
     /// Start the coordinator and enrol and start the probes in `build`.
     pub start_probes: bool,
+    /// Probes started per region (1..=10). The first of a region is keyed by
+    /// the region's name in [`World::probes`], the others `REGION-2`, `REGION-3`, ….
+    pub probes_per_region: u8,
 }
 
 impl Default for Options {
@@ -93,6 +99,7 @@ impl Default for Options {
             window: "30s".into(),
             coordinator_tls: true,
             start_probes: true,
+            probes_per_region: 1,
         }
     }
 }
@@ -179,28 +186,47 @@ impl World {
             .expect("the temp dir lives as long as the world")
     }
 
-    /// Enrols one probe per region and starts it.
+    /// Enrols `probes_per_region` probes per region and starts them, each
+    /// connecting to the sites from its own address ([`probe_source`]).
     pub async fn start_probes(&mut self) -> anyhow::Result<()> {
-        for region in REGIONS {
-            let (id, token) = self.coordinator.enrol(region).await?;
-            let probe = Probe::start(
-                region,
-                id,
-                token,
-                &self.coordinator,
-                &self.infra,
-                self.dir(),
-                &self.block,
-            )?;
-            self.probes.insert(region.to_owned(), probe);
+        let per_region = self.opts.probes_per_region;
+        if !(1..=10).contains(&per_region) {
+            bail!("probes_per_region is {per_region}; 1..=10 fit the address layout");
+        }
+        for (r, region) in REGIONS.iter().enumerate() {
+            for n in 0..per_region {
+                let key = probe_key(region, n);
+                let source = self.block.add(probe_source_host(r, n))?;
+                let (id, token) = self.coordinator.enrol(region).await?;
+                let produced = self.dir().join(format!("probe-{key}/produced.tsv"));
+                std::fs::create_dir_all(self.dir().join(format!("probe-{key}")))?;
+                let probe = Probe::start_with(
+                    &key,
+                    region,
+                    id,
+                    token,
+                    &self.coordinator,
+                    &self.infra,
+                    &produced,
+                    Some(source),
+                    &self.block,
+                )?;
+                self.probes.insert(key, probe);
+            }
         }
         Ok(())
     }
 
-    /// Waits until every region reports at least one connected probe.
+    /// The probes of `region`, in start order.
+    pub fn probes_in<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a Probe> + 'a {
+        self.probes.values().filter(move |p| p.region == region)
+    }
+
+    /// Waits until every region reports `probes_per_region` connected probes.
     pub async fn wait_connected(&mut self, deadline: Duration) -> anyhow::Result<()> {
         let admin = self.coordinator.admin_target()?;
-        crate::poll::until("every region's probe to connect", deadline, || {
+        let want = u32::from(self.opts.probes_per_region.max(1));
+        crate::poll::until("every region's probes to connect", deadline, || {
             let alive = self.ensure_running();
             let admin = admin.clone();
             async move {
@@ -212,7 +238,7 @@ impl World {
                     .filter(|r| {
                         !st.regions
                             .iter()
-                            .any(|rs| rs.region == *r && rs.probes_connected >= 1)
+                            .any(|rs| rs.region == *r && rs.probes_connected >= want)
                     })
                     .collect();
                 if missing.is_empty() {
@@ -244,6 +270,25 @@ impl Drop for World {
             eprintln!("test failed; its files are kept in {}", kept.display());
         }
     }
+}
+
+/// Key of the `n`th (from 0) probe of `region` in [`World::probes`].
+pub fn probe_key(region: &str, n: u8) -> String {
+    if n == 0 {
+        region.to_owned()
+    } else {
+        format!("{region}-{}", n + 1)
+    }
+}
+
+fn probe_source_host(region_index: usize, n: u8) -> u8 {
+    100 + 10 * u8::try_from(region_index).expect("few regions") + n
+}
+
+/// The address the `n`th (from 0) probe of the region at `region_index` in
+/// [`REGIONS`] connects to the sites from.
+pub fn probe_source(block: &AddrBlock, region_index: usize, n: u8) -> Ipv4Addr {
+    block.ip(probe_source_host(region_index, n))
 }
 
 /// BIND, one Unbound per region, old and new registries.
@@ -656,6 +701,8 @@ pub struct Probe {
     pub token: String,
     /// The `--record-produced` file.
     pub produced_file: PathBuf,
+    /// The address it connects to the sites from (`--source-address`), if set.
+    pub source: Option<Ipv4Addr>,
     /// The process.
     pub proc: Proc,
 }
@@ -688,6 +735,33 @@ impl Probe {
         produced_file: &Path,
         block: &AddrBlock,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            region,
+            region,
+            id,
+            token,
+            coordinator,
+            infra,
+            produced_file,
+            None,
+            block,
+        )
+    }
+
+    /// Starts a probe of `region`, its logs named `probe-NAME`, connecting to
+    /// the sites from `source` (which must be on `lo`) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        name: &str,
+        region: &str,
+        id: Option<String>,
+        token: String,
+        coordinator: &Coordinator,
+        infra: &Infra,
+        produced_file: &Path,
+        source: Option<Ipv4Addr>,
+        block: &AddrBlock,
+    ) -> anyhow::Result<Self> {
         let pdir = produced_file
             .parent()
             .context("record file has no directory")?
@@ -698,7 +772,7 @@ impl Probe {
             .get(region)
             .with_context(|| format!("no resolver for region {region}"))?
             .addr();
-        let cmd = probe_command(
+        let mut cmd = probe_command(
             region,
             &token,
             &coordinator.url(),
@@ -706,12 +780,16 @@ impl Probe {
             &infra.ca_file,
             Some(&produced_file),
         )?;
-        let proc = Proc::spawn(&format!("probe-{region}"), cmd, &pdir, block)?;
+        if let Some(ip) = source {
+            cmd.args(["--source-address", &ip.to_string()]);
+        }
+        let proc = Proc::spawn(&format!("probe-{name}"), cmd, &pdir, block)?;
         Ok(Probe {
             region: region.to_owned(),
             id,
             token,
             produced_file,
+            source,
             proc,
         })
     }

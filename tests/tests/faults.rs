@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cutover_e2e::cluster::{
-    Options, REGIONS, World, check_status, checks, samples_for, wait_all_reported,
+    Options, REGIONS, World, check_status, checks, probe_source, samples_for, wait_all_reported,
 };
 
 async fn world_with(new_faults: impl FnOnce(&World)) -> World {
@@ -195,4 +195,65 @@ async fn added_latency_on_new_shows_in_its_latency_only() {
             "{region}: 300 ms is slow, not failed: {new:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_rate_for_one_probes_address_fails_that_probe_only() {
+    let mut world = World::build(Options {
+        start_probes: false,
+        probes_per_region: 2,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // The second probe of the first region (asia).
+    let liar_ip = probe_source(&world.block, 0, 1);
+    world
+        .infra
+        .new
+        .set_error_rate_for_client(liar_ip.into(), 1.0);
+    world.start().await.unwrap();
+    world.wait_connected(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(world.probes["asia-2"].source, Some(liar_ip));
+    let new_results = |key: &str| {
+        world.probes[key]
+            .produced()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.check == checks::ELM_PACKAGE && p.target == "new")
+            .map(|p| p.outcome)
+            .collect::<Vec<_>>()
+    };
+    cutover_e2e::poll::until(
+        "the lying probe to report 3 results on new",
+        Duration::from_secs(60),
+        || {
+            let n = new_results("asia-2").len();
+            async move { Ok((n >= 3).then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
+    let lied = new_results("asia-2");
+    assert!(
+        lied.iter().all(|o| o != "success"),
+        "asia-2 on new: {lied:?}"
+    );
+    for key in ["asia", "australia", "australia-2", "us", "us-2"] {
+        let got = new_results(key);
+        assert!(
+            !got.is_empty() && got.iter().all(|o| o == "success"),
+            "{key} on new: {got:?}"
+        );
+    }
+    let seen = world.infra.new.seen();
+    assert!(
+        seen.iter()
+            .filter(|s| s.peer.ip() == std::net::IpAddr::from(liar_ip))
+            .all(|s| s.status == 500)
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.peer.ip() != std::net::IpAddr::from(liar_ip) && s.status == 200)
+    );
 }

@@ -214,6 +214,7 @@ pub struct HttpClient {
     tls: Arc<rustls::ClientConfig>,
     roots: Arc<rustls::RootCertStore>,
     resolver: SystemResolver,
+    source: Option<std::net::IpAddr>,
 }
 
 impl HttpClient {
@@ -226,7 +227,14 @@ impl HttpClient {
             tls: crate::trust::client_config(roots.clone())?,
             roots: Arc::new(roots),
             resolver,
+            source: None,
         })
+    }
+
+    /// Opens connections from `source` (`None`: the system picks).
+    pub fn with_source_address(mut self, source: Option<std::net::IpAddr>) -> Self {
+        self.source = source;
+        self
     }
 
     /// The trusted roots (the `tls` check builds its own verifier from them).
@@ -242,6 +250,21 @@ impl HttpClient {
     /// The probe's resolver.
     pub fn resolver(&self) -> &SystemResolver {
         &self.resolver
+    }
+
+    /// Connects to `addr`, from the source address if one is set.
+    async fn connect_from(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let Some(source) = self.source else {
+            return TcpStream::connect(addr).await;
+        };
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding source address {source}: {e}"))
+        })?;
+        socket.connect(addr).await
     }
 
     /// Resolves (or takes the pinned addresses) and opens a TCP connection to
@@ -271,7 +294,7 @@ impl HttpClient {
             // With more addresses to try, a black-holed one must not eat the
             // whole run; the last one is bounded by the check's own timeout.
             let attempt = if i + 1 < addrs.len() {
-                tokio::time::timeout(CONNECT_TIMEOUT_PER_ADDRESS, TcpStream::connect(addr))
+                tokio::time::timeout(CONNECT_TIMEOUT_PER_ADDRESS, self.connect_from(addr))
                     .await
                     .unwrap_or_else(|_| {
                         Err(std::io::Error::new(
@@ -280,7 +303,7 @@ impl HttpClient {
                         ))
                     })
             } else {
-                TcpStream::connect(addr).await
+                self.connect_from(addr).await
             };
             match attempt {
                 Ok(stream) => {
@@ -548,5 +571,32 @@ fn decode_body(headers: &HeaderMap, raw: Bytes, url: &str) -> Result<Bytes, NetE
             url: url.to_owned(),
             encoding,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_come_from_the_source_address_when_one_is_set() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let resolver = SystemResolver::with_server("127.0.0.1:9".parse().unwrap()).unwrap();
+        let client = HttpClient::new(rustls::RootCertStore::empty(), resolver).unwrap();
+        let route = Route::Pinned(vec!["127.0.0.1".parse().unwrap()]);
+        for source in [None, Some("127.0.0.7".parse().unwrap())] {
+            let client = client.clone().with_source_address(source);
+            let mut timings = Timings::default();
+            let (_stream, _) = client
+                .connect_tcp("site.test", port, &route, &mut timings)
+                .await
+                .unwrap();
+            let (_, peer) = listener.accept().await.unwrap();
+            assert_eq!(
+                peer.ip(),
+                source.unwrap_or_else(|| "127.0.0.1".parse().unwrap())
+            );
+        }
     }
 }

@@ -388,6 +388,7 @@ async fn bench(args: &Args) -> anyhow::Result<bool> {
         id,
         token,
         produced_file,
+        source: None,
         proc,
     };
     let pid = probe.proc.pid();
