@@ -123,7 +123,7 @@ fn clear_leftovers(n: u8) -> anyhow::Result<()> {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
             let block_arg = format!("127.{}.0.", n);
-            let ours = ["named", "unbound", "cutover"]
+            let ours = ["named", "unbound", "cutover", "prometheus"]
                 .iter()
                 .any(|b| cmdline.contains(b))
                 && (cmdline.contains(&block_arg) || cmdline.contains("cutover-e2e"));

@@ -61,6 +61,8 @@ pub struct Req<'a> {
     pub path: &'a str,
     /// Extra headers.
     pub headers: Vec<(&'a str, &'a str)>,
+    /// Request body (empty for most).
+    pub body: &'a [u8],
 }
 
 impl<'a> Req<'a> {
@@ -71,6 +73,7 @@ impl<'a> Req<'a> {
             host,
             path,
             headers: Vec::new(),
+            body: &[],
         }
     }
 
@@ -83,6 +86,12 @@ impl<'a> Req<'a> {
     /// Sets the method.
     pub fn method(mut self, m: &'a str) -> Self {
         self.method = m;
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = body;
         self
     }
 }
@@ -145,6 +154,16 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     reply.text()
 }
 
+/// POSTs `body` as `application/json` to `http://addr/path`.
+pub async fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<Reply> {
+    let host = addr.ip().to_string();
+    let req = Req::get(&host, path)
+        .method("POST")
+        .header("content-type", "application/json")
+        .body(body);
+    send(addr, &req).await
+}
+
 async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
@@ -169,7 +188,7 @@ where
             builder = builder.header(*k, *v);
         }
         let resp = sender
-            .send_request(builder.body(Full::new(Bytes::new()))?)
+            .send_request(builder.body(Full::new(Bytes::copy_from_slice(req.body)))?)
             .await?;
         let status = resp.status().as_u16();
         let headers = resp
@@ -192,4 +211,115 @@ where
     tokio::time::timeout(Duration::from_secs(20), fut)
         .await
         .context("HTTP exchange timed out")?
+}
+
+/// One request as a [`serve`] handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Request headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Incoming {
+    /// First header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "{} {}: body is not JSON: {:?}",
+                self.method,
+                self.path,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// What a [`serve`] handler answers: status, content type, body.
+pub type Answer = (u16, &'static str, Vec<u8>);
+
+/// A plain-HTTP/1.1 server on an already bound listener, answering every
+/// request with `handler` until `stop` is cancelled. For small stand-ins
+/// (alert receivers, status pages, scrape targets).
+pub fn serve<F>(
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+    handler: F,
+) where
+    F: Fn(Incoming) -> Answer + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
+            let handler = handler.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let incoming = Incoming {
+                                peer,
+                                method: parts.method.to_string(),
+                                path: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_owned(),
+                                            v.to_str().unwrap_or_default().to_owned(),
+                                        )
+                                    })
+                                    .collect(),
+                                body,
+                            };
+                            let (status, ctype, body) = handler(incoming);
+                            let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() = http::StatusCode::from_u16(status)
+                                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static(ctype),
+                            );
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc);
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = conn => {}
+                }
+            });
+        }
+    });
 }

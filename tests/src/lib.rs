@@ -5,20 +5,26 @@
 //! caching Unbound per region ([`unbound`]), stand-in Elm registries over HTTPS
 //! with fault knobs ([`registry`]) signed by a test CA ([`tls`]), the real
 //! `cutover` and `cutover-probe` binaries as child processes ([`procs`]), and the
-//! whole arrangement wired together ([`cluster`]).
+//! whole arrangement wired together ([`cluster`]). Guards get their evidence
+//! and deliver their alerts through an alert receiver ([`alert_receiver`]), a
+//! Statuspage stand-in ([`statuspage`]) and a real Prometheus scraping a
+//! target the test controls ([`prometheus`]).
 //!
 //! Every resource cleans itself up on drop, also when the test panics, and the
 //! logs of the processes are printed when it does.
 
 pub mod addr;
 pub mod admin;
+pub mod alert_receiver;
 pub mod bind;
 pub mod cluster;
 pub mod http;
 pub mod poll;
 pub mod procs;
 pub mod prom;
+pub mod prometheus;
 pub mod registry;
+pub mod statuspage;
 pub mod store;
 pub mod tls;
 pub mod unbound;
