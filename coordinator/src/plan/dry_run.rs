@@ -49,14 +49,23 @@ fn guard_summary(g: &Guard) -> String {
     } else {
         g.condition.threshold.to_string()
     };
-    let regions = if matches!(g.source, GuardSource::Probe { .. }) {
+    let regions = if g.is_probe() {
         format!(
-            " in ≥{} region{}",
+            " in ≥{} region{} (each: ≥{} probe{} with ≥{} result{}{})",
             g.quorum,
-            if g.quorum == 1 { "" } else { "s" }
+            if g.quorum == 1 { "" } else { "s" },
+            g.min_probes,
+            if g.min_probes == 1 { "" } else { "s" },
+            g.min_samples,
+            if g.min_samples == 1 { "" } else { "s" },
+            if g.paired {
+                ", probes failing on both sites excluded"
+            } else {
+                ""
+            }
         )
     } else {
-        String::new()
+        format!(" (read every {})", dur(g.interval))
     };
     format!(
         "{}: {source}: {} {} {threshold} over {}{regions} for {} tick{} → {}{}",
@@ -151,6 +160,9 @@ pub fn render(plan: &Plan) -> String {
     for g in &plan.guards {
         let _ = writeln!(out, "guard:  {}", guard_summary(g));
     }
+    if !plan.guards.is_empty() {
+        let _ = writeln!(out, "        judged every {} ([plan] tick)", dur(plan.tick));
+    }
     for c in plan.channels.values() {
         let from = match &c.url {
             SecretSource::Env(e) => format!("URL from ${e}"),
@@ -161,6 +173,22 @@ pub fn render(plan: &Plan) -> String {
             ChannelKind::Json => "json",
         };
         let _ = writeln!(out, "notify: {} ({kind}, {from})", c.name);
+    }
+    let mut to: Vec<String> = plan.alerts.channels.clone();
+    match &plan.alerts.alertmanager {
+        Some(UrlSource::Inline(url)) => to.push(format!("Alertmanager {url}")),
+        Some(UrlSource::Secret(s)) => to.push(format!("Alertmanager (URL from {})", s.describe())),
+        None => {}
+    }
+    if !to.is_empty() {
+        let _ = writeln!(
+            out,
+            "alerts: {}; a region without evidence for {} is alerted too",
+            to.join(", "),
+            dur(plan.alerts.no_evidence_after)
+        );
+    } else if !plan.guards.is_empty() {
+        let _ = writeln!(out, "alerts: none ([alerts] names no destination)");
     }
 
     let _ = writeln!(

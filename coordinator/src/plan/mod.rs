@@ -179,6 +179,8 @@ pub struct Plan {
     pub name: String,
     /// `[plan] description` (may be empty).
     pub description: String,
+    /// `[plan] tick` (default 1s, 100ms..1m): how often armed guards are evaluated.
+    pub tick: Duration,
     /// `[sites.old]`.
     pub old: SiteConfig,
     /// `[sites.new]`.
@@ -191,6 +193,8 @@ pub struct Plan {
     pub guards: Vec<Guard>,
     /// `[notifications]`: webhook channels by name.
     pub channels: BTreeMap<String, Channel>,
+    /// `[alerts]`: where guard alerts go (empty when the section is absent).
+    pub alerts: Alerts,
     /// `[[steps]]`: the forward runbook, in order.
     pub steps: Vec<Step>,
     /// `[[fallback]]`: the reverse runbook, run on a guard trip or `cutover rollback`.
@@ -331,6 +335,44 @@ pub struct Channel {
     pub url: SecretSource,
 }
 
+/// `[alerts]`: destinations for guard alerts (trips, fallback start and end,
+/// lasting `NO_EVIDENCE`); [`crate::alerts`] delivers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alerts {
+    /// Webhook channel names from `[notifications]` (validated), in file order.
+    pub channels: Vec<String>,
+    /// Alertmanager base URL; alerts are POSTed to `{url}/api/v2/alerts`.
+    pub alertmanager: Option<UrlSource>,
+    /// Alert when a guard's region stays `NO_EVIDENCE` this long (default 5m).
+    pub no_evidence_after: Duration,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            channels: Vec::new(),
+            alertmanager: None,
+            no_evidence_after: DEFAULT_NO_EVIDENCE_AFTER,
+        }
+    }
+}
+
+impl Alerts {
+    /// True when there is nowhere to send an alert.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.alertmanager.is_none()
+    }
+}
+
+/// A URL that may be written in the plan or, when it carries credentials, read at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    /// `url = "…"`: written in the plan (validated as an http(s) URL).
+    Inline(String),
+    /// `url_env` / `url_file`.
+    Secret(SecretSource),
+}
+
 /// Webhook payload formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {
@@ -347,6 +389,40 @@ pub enum SecretSource {
     Env(String),
     /// A file; relative paths are resolved against the plan's folder at check time.
     File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret now: the variable's value, or the file's content without
+    /// surrounding whitespace. The error names the variable or file, never the value.
+    /// File paths were resolved against the plan's folder when the plan was checked.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Self::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Where it is read from, for messages: `$NAME` or the file's path.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Env(name) => format!("${name}"),
+            Self::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+impl UrlSource {
+    /// The URL: as written, or read from its secret now.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Self::Inline(url) => Ok(url.clone()),
+            Self::Secret(s) => s.read(),
+        }
+    }
 }
 
 /// What a step does on failure (a gate that never holds, a command that exits non-zero, a timeout).
@@ -665,6 +741,17 @@ pub struct Verify {
     pub max_error_ratio: f64,
 }
 
+/// `[plan] tick` when not written.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+/// Guard `min_samples` when not written.
+pub const DEFAULT_MIN_SAMPLES: u32 = 3;
+/// Guard `min_probes` when not written.
+pub const DEFAULT_MIN_PROBES: u32 = 2;
+/// Guard `interval` (non-probe sources) when not written.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// `[alerts] no_evidence_after` when not written.
+pub const DEFAULT_NO_EVIDENCE_AFTER: Duration = Duration::from_secs(300);
+
 /// `[[guards]]`: a condition watched from a step onward (verdicts: DESIGN §5, issue 4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guard {
@@ -686,6 +773,25 @@ pub struct Guard {
     pub armed_from: String,
     /// Shadow guards log what they would have done without acting.
     pub mode: GuardMode,
+    /// A probe votes only with at least this many results in the window (default 3, probe guards).
+    pub min_samples: u32,
+    /// A region with fewer voting probes is `NO_EVIDENCE` (default 2, probe guards).
+    pub min_probes: u32,
+    /// Paired attribution: a probe whose other target (old when the guard watches new,
+    /// and the reverse) fails the condition too is excluded as its own network's problem.
+    /// Resolved: true only for a probe guard on `old` or `new` of a check that runs on
+    /// both (the default there), false otherwise.
+    pub paired: bool,
+    /// Non-probe sources: how often the source is read (default 10s); a reading older
+    /// than three intervals is `NO_EVIDENCE`. Probe guards keep the default and ignore it.
+    pub interval: Duration,
+}
+
+impl Guard {
+    /// True for `source = "probe"`: regional, evaluated over the probes' results.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.source, GuardSource::Probe { .. })
+    }
 }
 
 /// A guard's data source.
@@ -833,6 +939,9 @@ pub fn human_duration(d: Duration) -> String {
             out.push_str(&format!("{}{unit}", secs / len));
             secs %= len;
         }
+    }
+    if ms != 0 {
+        out.push_str(&format!("{ms}ms"));
     }
     out
 }

@@ -28,6 +28,7 @@ const SECTIONS: &[&str] = &[
     "dns",
     "guards",
     "notifications",
+    "alerts",
     "steps",
     "fallback",
 ];
@@ -186,20 +187,20 @@ impl<'a> Parser<'a> {
         let start = root_span.start..root_span.start;
 
         // [plan]
-        let (name, description) = match root.get("plan") {
+        let (name, description, tick) = match root.get("plan") {
             None => {
                 self.error(
                     start.clone(),
                     "missing [plan] table: write [plan] with `name = \"…\"` at the top",
                 );
-                (None, String::new())
+                (None, String::new(), Some(DEFAULT_TICK))
             }
             Some(v) => {
                 positions.plan = self.pos(&v.span());
                 match de::<raw::RawHeader>(v) {
                     Err(e) => {
                         self.toml_error(v.span(), e);
-                        (None, String::new())
+                        (None, String::new(), Some(DEFAULT_TICK))
                     }
                     Ok(h) => {
                         let name = match &h.name {
@@ -214,7 +215,11 @@ impl<'a> Parser<'a> {
                             }
                         };
                         let description = h.description.map(|d| d.into_inner()).unwrap_or_default();
-                        (name, description)
+                        let tick = match &h.tick {
+                            None => Some(DEFAULT_TICK),
+                            Some(t) => self.tick(t),
+                        };
+                        (name, description, tick)
                     }
                 }
             }
@@ -287,6 +292,18 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+
+        // [alerts]
+        let alerts = match root.get("alerts") {
+            None => Some(Alerts::default()),
+            Some(v) => match de::<raw::RawAlerts>(v) {
+                Err(e) => {
+                    self.toml_error(v.span(), e);
+                    None
+                }
+                Ok(a) => self.alerts(a, &channel_names),
+            },
+        };
 
         // [dns]
         let dns = match root.get("dns") {
@@ -404,7 +421,21 @@ impl<'a> Parser<'a> {
                             guard_ids.insert(id.get_ref().clone(), id.span());
                         }
                     }
+                    let mut pos = risk::StepPos {
+                        table: self.pos(&elem.span()),
+                        keys: BTreeMap::new(),
+                    };
+                    for (key, span) in [
+                        ("window", g.window.as_ref().map(|v| v.span())),
+                        ("action", g.action.as_ref().map(|v| v.span())),
+                        ("min_samples", g.min_samples.as_ref().map(|v| v.span())),
+                    ] {
+                        if let Some(span) = span {
+                            pos.keys.insert(key, self.pos(&span));
+                        }
+                    }
                     if let Some(g) = self.guard(elem.span(), g, &ctx, &forward_ids, &step_ids) {
+                        positions.guards.insert(g.id.clone(), pos);
                         guards.push(g);
                     }
                 }
@@ -415,12 +446,14 @@ impl<'a> Parser<'a> {
             path: path.to_path_buf(),
             name: name?,
             description,
+            tick: tick?,
             old: old?,
             new: new?,
             checks,
             dns: dns?,
             guards,
             channels,
+            alerts: alerts?,
             steps,
             fallback,
         };
@@ -459,6 +492,134 @@ impl<'a> Parser<'a> {
             return None;
         }
         Some(d.as_secs() as u32)
+    }
+
+    /// `[plan] tick`: 100ms to 1m.
+    fn tick(&mut self, t: &Spanned<String>) -> Option<Duration> {
+        let d = self.v.duration("tick", t)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&d) {
+            self.error(
+                t.span(),
+                format!(
+                    "`tick` {:?}: expected between 100ms and 1m (how often guards are evaluated)",
+                    t.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `[alerts]`; `channels` are the webhook names known so far (valid or not).
+    fn alerts(&mut self, a: raw::RawAlerts, channels: &BTreeSet<String>) -> Option<Alerts> {
+        let mut ok = true;
+        let mut names = Vec::new();
+        if let Some(list) = &a.channels {
+            for c in list.get_ref() {
+                let name = c.get_ref();
+                if !channels.contains(name) {
+                    let known: Vec<&str> = channels.iter().map(String::as_str).collect();
+                    self.error(
+                        c.span(),
+                        format!(
+                            "[alerts]: unknown channel {name:?}; channels are the `name`s of [[notifications.webhooks]]: {}",
+                            if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                    ok = false;
+                } else if names.contains(name) {
+                    self.error(
+                        c.span(),
+                        format!("[alerts]: channel {name:?} is listed twice"),
+                    );
+                    ok = false;
+                } else {
+                    names.push(name.clone());
+                }
+            }
+        }
+        let alertmanager = match &a.alertmanager {
+            None => None,
+            Some(am) => {
+                let r = am.get_ref();
+                match (&r.url, &r.url_env, &r.url_file) {
+                    (Some(u), None, None) if is_http_url(u.get_ref()) => Some(UrlSource::Inline(
+                        u.get_ref().trim_end_matches('/').to_string(),
+                    )),
+                    (Some(u), None, None) => {
+                        self.error(
+                            u.span(),
+                            format!(
+                                "`alertmanager.url` {:?}: expected an http(s) URL, e.g. \"http://alertmanager:9093\"",
+                                u.get_ref()
+                            ),
+                        );
+                        ok = false;
+                        None
+                    }
+                    (None, Some(e), None) if valid_env_name(e.get_ref()) => {
+                        Some(UrlSource::Secret(SecretSource::Env(e.get_ref().clone())))
+                    }
+                    (None, Some(e), None) => {
+                        self.error(
+                            e.span(),
+                            format!(
+                                "`url_env` {:?} is not an environment variable name",
+                                e.get_ref()
+                            ),
+                        );
+                        ok = false;
+                        None
+                    }
+                    (None, None, Some(f)) if !f.get_ref().is_empty() => Some(UrlSource::Secret(
+                        SecretSource::File(self.base.join(f.get_ref())),
+                    )),
+                    (None, None, Some(f)) => {
+                        self.error(f.span(), "`url_file` is empty");
+                        ok = false;
+                        None
+                    }
+                    (None, None, None) => {
+                        self.error(
+                            am.span(),
+                            "`alertmanager` needs `url = \"http://…:9093\"`, or `url_env`/`url_file` when the URL carries credentials",
+                        );
+                        ok = false;
+                        None
+                    }
+                    _ => {
+                        self.error(
+                            am.span(),
+                            "`alertmanager`: write one of `url`, `url_env` and `url_file`",
+                        );
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let no_evidence_after = match &a.no_evidence_after {
+            None => Some(DEFAULT_NO_EVIDENCE_AFTER),
+            Some(d) => match self.v.duration("no_evidence_after", d) {
+                Some(v) if v >= Duration::from_secs(1) => Some(v),
+                Some(_) => {
+                    self.error(
+                        d.span(),
+                        format!("`no_evidence_after` {:?}: expected 1s or more", d.get_ref()),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        if !ok {
+            return None;
+        }
+        Some(Alerts {
+            channels: names,
+            alertmanager,
+            no_evidence_after: no_evidence_after?,
+        })
     }
 
     fn channels(&mut self, n: raw::RawNotifications) -> BTreeMap<String, Channel> {
@@ -1888,9 +2049,9 @@ impl<'a> Parser<'a> {
             return None;
         };
         let allowed: &[&str] = match source_name.get_ref().as_str() {
-            "probe" => &["check", "target"],
-            "status_page" => &["url"],
-            "prometheus" => &["url", "query"],
+            "probe" => &["check", "target", "min_samples", "min_probes", "paired"],
+            "status_page" => &["url", "interval"],
+            "prometheus" => &["url", "query", "interval"],
             other => {
                 self.error(
                     source_name.span(),
@@ -1904,14 +2065,27 @@ impl<'a> Parser<'a> {
             ("target", g.target.as_ref().map(|v| v.span())),
             ("url", g.url.as_ref().map(|v| v.span())),
             ("query", g.query.as_ref().map(|v| v.span())),
+            ("min_samples", g.min_samples.as_ref().map(|v| v.span())),
+            ("min_probes", g.min_probes.as_ref().map(|v| v.span())),
+            ("paired", g.paired.as_ref().map(|v| v.span())),
+            ("interval", g.interval.as_ref().map(|v| v.span())),
         ] {
             if let Some(s) = v
                 && !allowed.contains(&key)
             {
+                let why = match key {
+                    "min_samples" | "min_probes" | "paired" => {
+                        ": it is about probes, and this source has none; leave it out"
+                    }
+                    "interval" => {
+                        ": probe guards are judged every `[plan] tick` over their `window`; `interval` is how often a status page or Prometheus is read"
+                    }
+                    _ => "",
+                };
                 self.error(
                     s,
                     format!(
-                        "guard {label:?}: `{key}` does not go with source {:?}",
+                        "guard {label:?}: `{key}` does not go with source {:?}{why}",
                         source_name.get_ref()
                     ),
                 );
@@ -2123,6 +2297,84 @@ impl<'a> Parser<'a> {
                 }
             },
         };
+        let min_samples = match &g.min_samples {
+            None => Some(DEFAULT_MIN_SAMPLES),
+            Some(n) if (1..=100_000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.error(
+                    n.span(),
+                    format!(
+                        "`min_samples` {}: expected 1 or more results per probe in the window",
+                        n.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let min_probes = match &g.min_probes {
+            None => Some(DEFAULT_MIN_PROBES),
+            Some(n) if (1..=10_000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.error(
+                    n.span(),
+                    format!(
+                        "`min_probes` {}: expected 1 or more probes per region",
+                        n.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        // Pairing needs the same probes' results on the other site: a check on both old and new.
+        // `None`: pairable; `Some(why)`: not (an empty reason for non-probe sources,
+        // whose `paired` key is reported above).
+        let unpairable = match &source {
+            Some(GuardSource::Probe {
+                target: TargetName::Dns,
+                ..
+            }) => Some("this guard watches target \"dns\"".to_string()),
+            Some(GuardSource::Probe { check, .. }) => ctx.valid_checks.get(check).and_then(|cfg| {
+                let both = cfg.targets.contains(&TargetName::Old)
+                    && cfg.targets.contains(&TargetName::New);
+                (!both).then(|| {
+                    format!("check {check:?} does not run on both (add them to its `targets`)")
+                })
+            }),
+            _ => Some(String::new()),
+        };
+        let paired = match (&g.paired, unpairable) {
+            (None, why) => Some(why.is_none()),
+            (Some(p), _) if !*p.get_ref() => Some(false),
+            (Some(_), None) => Some(true),
+            (Some(p), Some(why)) => {
+                if regional {
+                    self.error(
+                        p.span(),
+                        format!("guard {label:?}: `paired = true` compares each probe's results on old and new, but {why}"),
+                    );
+                }
+                None
+            }
+        };
+        let interval = match &g.interval {
+            None => Some(DEFAULT_INTERVAL),
+            Some(i) => match self.v.duration("interval", i) {
+                Some(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => {
+                    Some(d)
+                }
+                Some(_) => {
+                    self.error(
+                        i.span(),
+                        format!(
+                            "`interval` {:?}: expected between 1s and 1h (how often the source is read)",
+                            i.get_ref()
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
         if !ok {
             return None;
         }
@@ -2136,6 +2388,10 @@ impl<'a> Parser<'a> {
             action: action?,
             armed_from: armed_from?,
             mode: mode?,
+            min_samples: min_samples?,
+            min_probes: min_probes?,
+            paired: paired?,
+            interval: interval?,
         })
     }
 }

@@ -16,6 +16,7 @@ use toml::Spanned;
 pub struct RawHeader {
     pub name: Option<Spanned<String>>,
     pub description: Option<Spanned<String>>,
+    pub tick: Option<Spanned<String>>,
 }
 
 /// `[dns]` without the provider keys (`provider` and its sub-tables are
@@ -72,6 +73,30 @@ pub struct RawGuard {
     pub action: Option<Spanned<String>>,
     pub armed_from: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
+    // source = "probe"
+    pub min_samples: Option<Spanned<i64>>,
+    pub min_probes: Option<Spanned<i64>>,
+    pub paired: Option<Spanned<bool>>,
+    // source = "status_page" / "prometheus"
+    pub interval: Option<Spanned<String>>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub channels: Option<Spanned<Vec<Spanned<String>>>>,
+    pub alertmanager: Option<Spanned<RawAlertmanager>>,
+    pub no_evidence_after: Option<Spanned<String>>,
+}
+
+/// `alertmanager = { url }`, `{ url_env }` or `{ url_file }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanager {
+    pub url: Option<Spanned<String>>,
+    pub url_env: Option<Spanned<String>>,
+    pub url_file: Option<Spanned<String>>,
 }
 
 /// `[notifications]`.

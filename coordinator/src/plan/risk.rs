@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Action, Diagnostic, Plan, Severity, Site, Step, WaitFor, human_duration};
+use super::{
+    Action, Diagnostic, Guard, GuardAction, GuardMode, GuardSource, Metric, Plan, Severity, Site,
+    Step, WaitFor, human_duration,
+};
 
 /// Positions the rules point at, recorded while parsing.
 #[derive(Debug, Default)]
@@ -17,6 +20,8 @@ pub struct Positions {
     pub steps: BTreeMap<String, StepPos>,
     /// The first `[[fallback]]` table.
     pub fallback_first: Option<(usize, usize)>,
+    /// Per guard id: the guard's table and some of its keys.
+    pub guards: BTreeMap<String, StepPos>,
 }
 
 /// Where a step and its keys are.
@@ -34,6 +39,13 @@ impl Positions {
             .get(&step.id)
             .map(|p| p.keys.get(key).copied().unwrap_or(p.table))
             .unwrap_or((step.line, 1))
+    }
+
+    fn guard(&self, guard: &Guard, key: &str) -> (usize, usize) {
+        self.guards
+            .get(&guard.id)
+            .map(|p| p.keys.get(key).copied().unwrap_or(p.table))
+            .unwrap_or(self.plan)
     }
 }
 
@@ -175,6 +187,52 @@ pub fn assess(plan: &Plan, pos: &Positions) -> Vec<Diagnostic> {
                         ),
                     ));
                 }
+            }
+        }
+    }
+
+    // 6. A probe guard whose window cannot hold `min_samples` results of its check: no probe
+    //    would ever vote, so the guard could only say NO_EVIDENCE. (Hash mismatches still trip
+    //    through the hard-fail rule, which needs no votes.)
+    for g in &plan.guards {
+        let GuardSource::Probe { check, .. } = &g.source else {
+            continue;
+        };
+        let Some(c) = plan.check(check) else {
+            continue;
+        };
+        if g.condition.metric == Metric::HashMismatches || c.interval.is_zero() {
+            continue;
+        }
+        let need = c.interval * g.min_samples;
+        if g.window < need {
+            let about = g.window.as_millis() / c.interval.as_millis();
+            out.push(warn(
+                pos.guard(g, "window"),
+                format!(
+                    "guard {:?}: check {check:?} runs every {}, so a probe has about {about} result{} in the {} window, fewer than `min_samples` = {}: no probe would ever vote and the guard could only say NO_EVIDENCE; make `window` at least {} or lower `min_samples`",
+                    g.id,
+                    human_duration(c.interval),
+                    if about == 1 { "" } else { "s" },
+                    human_duration(g.window),
+                    g.min_samples,
+                    human_duration(need),
+                ),
+            ));
+        }
+    }
+
+    // 7. A guard that only alerts, with nowhere to send the alert.
+    if plan.alerts.is_empty() {
+        for g in &plan.guards {
+            if g.action == GuardAction::Alert && g.mode == GuardMode::Enforce {
+                out.push(warn(
+                    pos.guard(g, "action"),
+                    format!(
+                        "guard {:?} only raises an alert, and [alerts] names no `channels` and no `alertmanager`: its trip would reach nobody",
+                        g.id
+                    ),
+                ));
             }
         }
     }

@@ -233,6 +233,7 @@ id = "install"
 source = "probe"
 check = "home"
 condition = "error_ratio >= 0.25"
+window = "2m"
 quorum = 3
 for = 2
 action = "fallback"
@@ -1132,6 +1133,7 @@ fn human_durations() {
     assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
     assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7d");
     assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+    assert_eq!(human_duration(Duration::from_millis(1500)), "1s500ms");
 }
 
 #[test]
@@ -1236,4 +1238,269 @@ fn guard_references() {
         e[3]
     );
     assert!(e[3].message.contains("operator \">>\""), "{}", e[3]);
+}
+
+// ---------------------------------------------------------------------------
+// Guard evaluation keys, `[plan] tick` and `[alerts]`
+// ---------------------------------------------------------------------------
+
+/// A `[[guards]]` table armed at "switch"; `body` holds its other keys.
+fn guard(id: &str, body: &str) -> String {
+    format!("\n[[guards]]\nid = \"{id}\"\n{body}\naction = \"fallback\"\narmed_from = \"switch\"\n")
+}
+
+const PROBE: &str =
+    "source = \"probe\"\ncheck = \"home\"\ncondition = \"error_ratio > 0.5\"\nwindow = \"2m\"";
+const STATUS: &str = "source = \"status_page\"\nurl = \"https://s.example/api/v2/status.json\"\ncondition = \"indicator >= major\"";
+const PROM: &str = "source = \"prometheus\"\nurl = \"http://127.0.0.1:9090\"\nquery = \"sum(up)\"\ncondition = \"value < 1\"";
+
+#[test]
+fn tick_guard_and_alert_defaults() {
+    let text = format!(
+        "{}{}{}{}",
+        good(),
+        guard("p", PROBE),
+        guard("s", STATUS),
+        guard(
+            "d",
+            "source = \"probe\"\ncheck = \"www-dns\"\ntarget = \"dns\"\ncondition = \"dns_mismatch_ratio > 0.5\"\nwindow = \"2m\""
+        ),
+    );
+    let r = check(&text);
+    assert!(r.diagnostics.is_empty(), "{}", r.render());
+    let plan = r.plan.unwrap();
+    assert_eq!(plan.tick, Duration::from_secs(1));
+    assert_eq!(plan.alerts, Alerts::default());
+    assert!(plan.alerts.is_empty());
+    assert_eq!(plan.alerts.no_evidence_after, Duration::from_secs(300));
+    let [p, s, d] = &plan.guards[..] else {
+        panic!("three guards")
+    };
+    assert_eq!(
+        (p.min_samples, p.min_probes, p.paired, p.is_probe()),
+        (3, 2, true, true)
+    );
+    assert_eq!(p.interval, Duration::from_secs(10));
+    // Pairing needs the check on old and new: not for status pages, not for the dns target.
+    assert_eq!(
+        (s.paired, s.is_probe(), s.interval),
+        (false, false, Duration::from_secs(10))
+    );
+    assert!(!d.paired);
+}
+
+#[test]
+fn tick_guard_and_alert_keys_parse() {
+    let text = format!(
+        "{}{}{}\n[alerts]\nchannels = [\"ops\"]\nalertmanager = {{ url = \"http://127.0.0.1:9093/\" }}\nno_evidence_after = \"2m\"\n",
+        good().replace("name = \"t\"", "name = \"t\"\ntick = \"250ms\""),
+        guard(
+            "p",
+            &format!("{PROBE}\nmin_samples = 4\nmin_probes = 1\npaired = false")
+        ),
+        guard("q", &format!("{PROM}\ninterval = \"30s\"")),
+    );
+    let r = check(&text);
+    assert!(r.diagnostics.is_empty(), "{}", r.render());
+    let plan = r.plan.unwrap();
+    assert_eq!(plan.tick, Duration::from_millis(250));
+    let p = &plan.guards[0];
+    assert_eq!((p.min_samples, p.min_probes, p.paired), (4, 1, false));
+    assert_eq!(plan.guards[1].interval, Duration::from_secs(30));
+    assert_eq!(
+        plan.alerts,
+        Alerts {
+            channels: vec!["ops".into()],
+            // The trailing slash goes: the path /api/v2/alerts is appended.
+            alertmanager: Some(UrlSource::Inline("http://127.0.0.1:9093".into())),
+            no_evidence_after: Duration::from_secs(120),
+        }
+    );
+
+    // A URL with credentials comes from the environment or a file, like webhook URLs.
+    for (written, source) in [
+        (
+            "{ url_env = \"AM_URL\" }",
+            SecretSource::Env("AM_URL".into()),
+        ),
+        (
+            "{ url_file = \"am.url\" }",
+            SecretSource::File("/plans/am.url".into()),
+        ),
+    ] {
+        let text = format!("{}\n[alerts]\nalertmanager = {written}\n", good());
+        let r = check(&text);
+        assert!(r.diagnostics.is_empty(), "{}", r.render());
+        assert_eq!(
+            r.plan.unwrap().alerts.alertmanager,
+            Some(UrlSource::Secret(source))
+        );
+    }
+}
+
+#[test]
+fn tick_must_be_between_100ms_and_1m() {
+    for bad in ["50ms", "2m"] {
+        let text = good().replace("name = \"t\"", &format!("name = \"t\"\ntick = \"{bad}\""));
+        let e = one_error(&text);
+        assert_eq!(pos(&e), at(&text, &format!("\"{bad}\"")), "{e}");
+        assert!(e.message.contains("between 100ms and 1m"), "{e}");
+    }
+    let text = good().replace("name = \"t\"", "name = \"t\"\ntick = \"fast\"");
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "\"fast\""), "{e}");
+    assert!(e.message.contains("invalid duration \"fast\""), "{e}");
+}
+
+#[test]
+fn guard_evaluation_key_errors_are_all_reported() {
+    let text = format!(
+        "{}\n[[checks]]\nid = \"only-new\"\nkind = \"http\"\ntargets = [\"new\"]\nurl = \"https://www.example.org/x\"\n{}{}{}{}{}{}",
+        good(),
+        guard("a", &format!("{PROBE}\nmin_samples = 0\nmin_probes = -1")),
+        guard("b", &format!("{STATUS}\npaired = true\nmin_probes = 2")),
+        guard("c", &format!("{PROBE}\ninterval = \"5s\"")),
+        guard("d", &format!("{PROM}\ninterval = \"500ms\"")),
+        guard(
+            "e",
+            "source = \"probe\"\ncheck = \"www-dns\"\ntarget = \"dns\"\ncondition = \"dns_mismatch_ratio > 0.5\"\nwindow = \"2m\"\npaired = true"
+        ),
+        guard(
+            "f",
+            "source = \"probe\"\ncheck = \"only-new\"\ncondition = \"error_ratio > 0.5\"\nwindow = \"2m\"\npaired = true"
+        ),
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 8, "{e:#?}");
+    let expect = [
+        (
+            at(&text, "min_samples = 0"),
+            "`min_samples` 0: expected 1 or more",
+        ),
+        (
+            at(&text, "min_probes = -1"),
+            "`min_probes` -1: expected 1 or more",
+        ),
+        (
+            at(&text, "paired = true"),
+            "guard \"b\": `paired` does not go with source \"status_page\": it is about probes",
+        ),
+        (
+            at(&text, "min_probes = 2"),
+            "guard \"b\": `min_probes` does not go with source \"status_page\"",
+        ),
+        (
+            at(&text, "interval = \"5s\""),
+            "guard \"c\": `interval` does not go with source \"probe\": probe guards are judged every `[plan] tick`",
+        ),
+        (
+            at(&text, "interval = \"500ms\""),
+            "`interval` \"500ms\": expected between 1s and 1h",
+        ),
+        (
+            at_after(&text, "id = \"e\"", "paired = true"),
+            "guard \"e\": `paired = true` compares each probe's results on old and new, but this guard watches target \"dns\"",
+        ),
+        (
+            at_after(&text, "id = \"f\"", "paired = true"),
+            "check \"only-new\" does not run on both",
+        ),
+    ];
+    for (d, (at, msg)) in e.iter().zip(expect) {
+        // Values are reported where they are written (`key = VALUE`: the value's column).
+        assert_eq!(d.line, at.0, "{d}");
+        assert!(d.column > at.1, "{d}");
+        assert!(d.message.contains(msg), "{d}\nexpected: {msg}");
+    }
+}
+
+#[test]
+fn alerts_errors_have_positions() {
+    let text = format!(
+        "{}\n[alerts]\nchannels = [\"ops\", \"pager\", \"ops\"]\nalertmanager = {{ url = \"ftp://am:9093\" }}\nno_evidence_after = \"0s\"\n",
+        good()
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert_eq!(pos(&e[0]), at(&text, "\"pager\""), "{}", e[0]);
+    assert!(
+        e[0].message
+            .contains("[alerts]: unknown channel \"pager\"; channels are the `name`s of [[notifications.webhooks]]: ops"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        pos(&e[1]),
+        at_after(&text, "\"pager\"", "\"ops\""),
+        "{}",
+        e[1]
+    );
+    assert!(e[1].message.contains("listed twice"), "{}", e[1]);
+    assert_eq!(pos(&e[2]), at(&text, "\"ftp://am:9093\""), "{}", e[2]);
+    assert!(e[2].message.contains("expected an http(s) URL"), "{}", e[2]);
+    assert_eq!(pos(&e[3]), at(&text, "\"0s\""), "{}", e[3]);
+    assert!(e[3].message.contains("expected 1s or more"), "{}", e[3]);
+
+    for (written, msg) in [
+        ("{}", "`alertmanager` needs `url = "),
+        (
+            "{ url = \"http://am:9093\", url_env = \"AM\" }",
+            "write one of `url`, `url_env` and `url_file`",
+        ),
+        (
+            "{ url_env = \"1AM\" }",
+            "`url_env` \"1AM\" is not an environment variable name",
+        ),
+        ("{ url_file = \"\" }", "`url_file` is empty"),
+    ] {
+        let text = format!("{}\n[alerts]\nalertmanager = {written}\n", good());
+        let e = one_error(&text);
+        assert!(e.message.contains(msg), "{e}\nexpected: {msg}");
+        assert_eq!(e.line, at(&text, "alertmanager = ").0, "{e}");
+    }
+
+    let text = format!("{}\n[alerts]\nchanels = [\"ops\"]\n", good());
+    let e = one_error(&text);
+    assert_eq!(pos(&e), at(&text, "chanels"), "{e}");
+    assert!(e.message.contains("unknown field `chanels`"), "{e}");
+}
+
+#[test]
+fn a_window_too_short_for_min_samples_is_warned_about() {
+    // `home` runs every 30s (the default): 1m holds about 2 results, fewer than 3.
+    let short = PROBE.replace("window = \"2m\"", "window = \"1m\"");
+    let text = format!("{}{}", good(), guard("p", &short));
+    let w = one_warning(&text);
+    assert_eq!(pos(&w), at(&text, "\"1m\""), "{w}");
+    assert!(
+        w.message.contains("guard \"p\": check \"home\" runs every 30s, so a probe has about 2 results in the 1m window, fewer than `min_samples` = 3")
+            && w.message.contains("make `window` at least 1m30s"),
+        "{w}"
+    );
+    // Lowering min_samples, or watching hash mismatches (hard failures need no votes), is fine.
+    let text = format!(
+        "{}{}",
+        good(),
+        guard("p", &format!("{short}\nmin_samples = 2"))
+    );
+    assert!(warnings(&text).is_empty());
+    let hash = short.replace("error_ratio > 0.5", "hash_mismatches > 0");
+    assert!(warnings(&format!("{}{}", good(), guard("p", &hash))).is_empty());
+}
+
+#[test]
+fn an_alert_guard_needs_somewhere_to_send() {
+    let alert = guard("p", PROBE).replace("action = \"fallback\"", "action = \"alert\"");
+    let text = format!("{}{alert}", good());
+    let w = one_warning(&text);
+    assert_eq!(pos(&w), at(&text, "\"alert\""), "{w}");
+    assert!(
+        w.message
+            .contains("guard \"p\" only raises an alert, and [alerts] names no `channels`"),
+        "{w}"
+    );
+    let text = format!("{}{alert}\n[alerts]\nchannels = [\"ops\"]\n", good());
+    assert!(warnings(&text).is_empty());
+    let shadow = alert.replace("armed_from", "mode = \"shadow\"\narmed_from");
+    assert!(warnings(&format!("{}{shadow}", good())).is_empty());
 }
