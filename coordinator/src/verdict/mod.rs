@@ -5,11 +5,26 @@
 //! evaluator runs in the engine and in the deterministic simulation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::aggregate::Aggregator;
-use crate::plan::{Guard, GuardAction, GuardMode};
+use crate::aggregate::{Aggregator, ProbeFigures};
+use crate::config::TargetName;
+use crate::plan::{Guard, GuardAction, GuardMode, GuardSource, human_duration};
+
+mod region;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+use region::Settings;
+
+/// The pseudo-region of status page and Prometheus guards.
+pub const GLOBAL: &str = "global";
+
+/// A non-probe reading older than this many guard intervals is stale.
+pub const STALE_INTERVALS: i64 = 3;
 
 /// One region's verdict on one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,7 +76,8 @@ pub struct RegionVerdict {
     pub region: String,
     /// The verdict.
     pub verdict: Verdict,
-    /// The region's value (lower median of the voting probes), if any voted.
+    /// The region's value (lower median of the voting probes; the reading for
+    /// non-probe guards); `None` when NO_EVIDENCE.
     pub value: Option<f64>,
     /// The condition's threshold.
     pub threshold: f64,
@@ -73,7 +89,7 @@ pub struct RegionVerdict {
     pub failing_probes: u32,
     /// Results of the voters in the window.
     pub samples: u64,
-    /// Probes left out by paired attribution.
+    /// Probes left out by paired attribution (their other target meets the condition too).
     pub excluded: Vec<Excluded>,
     /// Why, in plain words: `1 of 2 probes needed` for NO_EVIDENCE, empty otherwise.
     pub reason: String,
@@ -164,10 +180,19 @@ pub struct Tick {
     pub trip: Option<Trip>,
 }
 
+/// A probe whose hard failures (hash mismatches) count toward a hard fail.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HardProbe {
+    probe: String,
+    region: String,
+    count: u64,
+}
+
 /// One armed guard: the hysteresis counter, the last verdict per region and the latch.
 #[derive(Debug, Clone)]
 pub struct GuardEvaluator {
     guard: Guard,
+    settings: Settings,
     /// Regions listed on earlier ticks: a region that goes silent stays listed.
     seen_regions: BTreeSet<String>,
     last: BTreeMap<String, Verdict>,
@@ -175,10 +200,35 @@ pub struct GuardEvaluator {
     tripped: bool,
 }
 
+/// The guard's evaluation settings, defaults applied.
+fn settings(g: &Guard) -> Settings {
+    Settings {
+        min_samples: g.min_samples.max(1),
+        min_probes: g.min_probes.max(1),
+        paired: g.paired,
+        interval_ms: millis(g.interval).max(1),
+    }
+}
+
+/// `31s`, `2m5s`, `400ms`: whole seconds from a second on.
+fn age(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    if ms >= 1000 {
+        human_duration(Duration::from_secs(ms / 1000))
+    } else {
+        human_duration(Duration::from_millis(ms))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl GuardEvaluator {
     /// A fresh evaluator: nothing seen, not tripped.
     pub fn new(guard: Guard) -> Self {
         Self {
+            settings: settings(&guard),
             guard,
             seen_regions: BTreeSet::new(),
             last: BTreeMap::new(),
@@ -197,35 +247,118 @@ impl GuardEvaluator {
         self.tripped
     }
 
-    /// Probe-source guards: evaluates the window of per-probe figures ending at
-    /// `now_ms`. `connected_regions` are regions with a probe connected now, so
-    /// a region whose probes are all silent still shows (as NO_EVIDENCE).
+    /// Probe-source guards: evaluates each probe's results in the guard's
+    /// window ending at `now_ms`. Regions listed: those with results of the
+    /// check in the window, `connected_regions` (a probe connected now) and
+    /// every region listed before, so a region whose probes all went silent
+    /// shows as NO_EVIDENCE instead of vanishing.
     pub fn tick_probes(
         &mut self,
         agg: &Aggregator,
         now_ms: i64,
         connected_regions: &BTreeSet<String>,
     ) -> Tick {
-        let _ = agg;
+        let GuardSource::Probe { check, target } = &self.guard.source else {
+            let rv = self.no_evidence(GLOBAL, "not a probe guard (evaluated from its readings)");
+            return self.finish(now_ms, vec![rv], Vec::new());
+        };
+        let window_ms = millis(self.guard.window);
+        let figures = agg.probe_figures(check, target.label(), window_ms, now_ms);
+        let other_target = match target {
+            TargetName::New => Some("old"),
+            TargetName::Old => Some("new"),
+            TargetName::Dns => None,
+        }
+        .filter(|_| self.settings.paired);
+        let other_figures = other_target.map(|t| agg.probe_figures(check, t, window_ms, now_ms));
+
         self.seen_regions.extend(connected_regions.iter().cloned());
-        let regions = self
-            .seen_regions
-            .iter()
-            .map(|r| self.no_evidence(r, "not evaluated yet"))
-            .collect();
-        self.finish(now_ms, regions)
+        self.seen_regions
+            .extend(agg.regions_with_data(check, window_ms, now_ms));
+        let mut regions = Vec::with_capacity(self.seen_regions.len());
+        let mut hard = Vec::new();
+        for region in &self.seen_regions {
+            let figs = figures.get(region).map_or(&[][..], Vec::as_slice);
+            let other: Option<BTreeMap<&str, &ProbeFigures>> = other_figures.as_ref().map(|o| {
+                o.get(region)
+                    .into_iter()
+                    .flatten()
+                    .map(|f| (&*f.probe, f))
+                    .collect()
+            });
+            let rv = region::evaluate(
+                region,
+                &self.guard.condition,
+                self.settings,
+                figs,
+                other_target.zip(other.as_ref()),
+            );
+            for f in figs.iter().filter(|f| f.hard_failures > 0) {
+                let excluded = rv.excluded.iter().any(|e| *e.probe == *f.probe);
+                // Corruption seen on both targets is the probe's own path (a proxy).
+                let both = other
+                    .as_ref()
+                    .and_then(|o| o.get(&*f.probe))
+                    .is_some_and(|o| o.hard_failures > 0);
+                if !excluded && !both && !hard.iter().any(|h: &HardProbe| *h.probe == *f.probe) {
+                    hard.push(HardProbe {
+                        probe: f.probe.to_string(),
+                        region: region.clone(),
+                        count: f.hard_failures,
+                    });
+                }
+            }
+            regions.push(rv);
+        }
+        self.finish(now_ms, regions, hard)
     }
 
     /// Status page and Prometheus guards: evaluates the latest reading
-    /// (`None`: nothing read yet; `Some((read_at_ms, Err(e)))`: the read failed).
+    /// (`None`: nothing read yet; `Some((read_at_ms, Err(e)))`: the read
+    /// failed). One pseudo-region, [`GLOBAL`], quorum 1. A reading older than
+    /// [`STALE_INTERVALS`] guard intervals, a failed read and a value that is
+    /// not a number are NO_EVIDENCE.
     pub fn tick_reading(
         &mut self,
         now_ms: i64,
         reading: Option<&(i64, Result<f64, String>)>,
     ) -> Tick {
-        let _ = reading;
-        let regions = vec![self.no_evidence("global", "not evaluated yet")];
-        self.finish(now_ms, regions)
+        let stale_ms = STALE_INTERVALS * self.settings.interval_ms;
+        let rv = match reading {
+            _ if matches!(self.guard.source, GuardSource::Probe { .. }) => {
+                self.no_evidence(GLOBAL, "a probe guard (evaluated from probe results)")
+            }
+            None => self.no_evidence(GLOBAL, "nothing read yet"),
+            Some((at_ms, _)) if now_ms - at_ms > stale_ms => self.no_evidence(
+                GLOBAL,
+                &format!(
+                    "last reading {} old (stale after {})",
+                    age(now_ms - at_ms),
+                    age(stale_ms),
+                ),
+            ),
+            Some((_, Err(e))) => self.no_evidence(GLOBAL, e),
+            Some((_, Ok(v))) if v.is_nan() => {
+                self.no_evidence(GLOBAL, "the value is not a number (NaN)")
+            }
+            Some((_, Ok(v))) => {
+                let c = &self.guard.condition;
+                let fails = c.op.holds(*v, c.threshold);
+                RegionVerdict {
+                    region: GLOBAL.to_string(),
+                    verdict: if fails { Verdict::Fail } else { Verdict::Pass },
+                    value: Some(*v),
+                    threshold: c.threshold,
+                    voters: 1,
+                    probes_seen: 0,
+                    failing_probes: u32::from(fails),
+                    samples: 1,
+                    excluded: Vec::new(),
+                    reason: String::new(),
+                }
+            }
+        };
+        self.finish(now_ms, vec![rv], Vec::new())
     }
 
     fn no_evidence(&self, region: &str, reason: &str) -> RegionVerdict {
@@ -243,7 +376,26 @@ impl GuardEvaluator {
         }
     }
 
-    fn finish(&mut self, now_ms: i64, regions: Vec<RegionVerdict>) -> Tick {
+    /// Regions that must FAIL together: the guard's quorum for probe guards,
+    /// 1 for the single pseudo-region of the others.
+    fn quorum(&self) -> u32 {
+        match self.guard.source {
+            GuardSource::Probe { .. } => self.guard.quorum.max(1),
+            _ => 1,
+        }
+    }
+
+    /// Hysteresis, the decision log and the latch.
+    fn finish(&mut self, now_ms: i64, regions: Vec<RegionVerdict>, hard: Vec<HardProbe>) -> Tick {
+        let failing = regions
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .count() as u32;
+        if failing >= self.quorum() {
+            self.consecutive = self.consecutive.saturating_add(1);
+        } else {
+            self.consecutive = 0;
+        }
         let mut changes = Vec::new();
         for r in &regions {
             let from = self.last.insert(r.region.clone(), r.verdict);
@@ -255,13 +407,40 @@ impl GuardEvaluator {
                 });
             }
         }
+        let kind = if self.tripped {
+            None
+        } else if hard.len() >= 2 {
+            Some(TripKind::HardFail)
+        } else if self.consecutive >= self.guard.for_ticks.max(1) {
+            Some(TripKind::Quorum)
+        } else {
+            None
+        };
+        let trip = kind.map(|kind| {
+            self.tripped = true;
+            let summary = match kind {
+                TripKind::HardFail => summary::hard_fail(&self.guard, &hard),
+                TripKind::Quorum => {
+                    summary::quorum(&self.guard, &regions, failing, self.consecutive)
+                }
+            };
+            Trip {
+                guard: self.guard.id.clone(),
+                action: self.guard.action,
+                mode: self.guard.mode,
+                kind,
+                at_ms: now_ms,
+                regions: regions.clone(),
+                summary,
+            }
+        });
         Tick {
             at_ms: now_ms,
             regions,
-            failing: 0,
+            failing,
             consecutive: self.consecutive,
             changes,
-            trip: None,
+            trip,
         }
     }
 }
