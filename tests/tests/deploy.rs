@@ -1,0 +1,232 @@
+//! The shipped operations files are valid for the real tools and use only
+//! metrics the coordinator defines: `promtool check config`, `check rules` and
+//! `test rules` on `deploy/prometheus/`, `amtool check-config` and the routing
+//! of `deploy/alertmanager/alertmanager.yml`, and every `cutover_*` name in
+//! `deploy/` and `dashboards/` against `coordinator/src/metrics.rs`.
+//!
+//! Without `promtool` / `amtool` these tests skip with a message, except in CI
+//! (`CI` set), where they fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cutover_e2e::ops::{self, Catalog};
+
+const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
+const RULES: &str = "deploy/prometheus/rules/cutover.yml";
+const RULE_TESTS: &str = "deploy/prometheus/rules/cutover.test.yml";
+const ALERTMANAGER_CONFIG: &str = "deploy/alertmanager/alertmanager.yml";
+
+/// Metrics the shipped rules use that the coordinator does not export yet
+/// (deploy/README.md, "Metrics the rules need"). Their rules cannot fire until
+/// the coordinator defines them; then the name must leave this list, and the
+/// test below fails until it does.
+const PROPOSED: &[&str] = &[
+    // 1 while the latest run executes its fallback runbook.
+    "cutover_plan_fallback_active",
+    // A status_page guard's latest indicator as a rank (0 none … 4 critical).
+    "cutover_status_page_indicator",
+    // Earliest certificate not_after (Unix seconds) seen by a tls check, per check/target/region.
+    "cutover_tls_cert_expiry_timestamp_seconds",
+];
+
+fn read(rel: &str) -> String {
+    let path = ops::repo_root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn run(tool: &std::path::Path, args: &[&str]) -> String {
+    ops::run_ok(tool, args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn prometheus_config_and_rules_pass_promtool() {
+    let Some(promtool) = ops::tool("promtool", "prometheus") else {
+        return;
+    };
+    let out = run(&promtool, &["check", "config", PROMETHEUS_CONFIG]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let out = run(&promtool, &["check", "rules", RULES]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+#[test]
+fn alert_rule_unit_tests_pass() {
+    let Some(promtool) = ops::tool("promtool", "prometheus") else {
+        return;
+    };
+    let out = run(&promtool, &["test", "rules", RULE_TESTS]);
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// `- alert: NAME` blocks of the rule file: name → the block's text.
+fn alert_blocks(rules: &str) -> BTreeMap<String, String> {
+    let mut blocks: BTreeMap<String, String> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert:") {
+            current = Some(name.trim().to_string());
+        } else if line.trim_start().starts_with("- ") && line.trim_start().contains("record:") {
+            current = None;
+        }
+        if let Some(name) = &current {
+            let block = blocks.entry(name.clone()).or_default();
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_alert_has_severity_annotations_and_both_kinds_of_unit_test() {
+    let blocks = alert_blocks(&read(RULES));
+    assert!(blocks.len() >= 6, "too few alerts found: {blocks:?}");
+
+    // In the test file, `alertname: X` followed by `exp_alerts: []` is a case where
+    // X must stay quiet; followed by a list, one where it fires.
+    let tests = read(RULE_TESTS);
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    let mut fires = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix("alertname:") else {
+            continue;
+        };
+        match lines.get(i + 1) {
+            Some(&"exp_alerts: []") => quiet.insert(name.trim().to_string()),
+            Some(&"exp_alerts:") => fires.insert(name.trim().to_string()),
+            other => panic!("{RULE_TESTS}: `{line}` is followed by {other:?}, not exp_alerts"),
+        };
+    }
+
+    let mut problems = Vec::new();
+    for (name, block) in &blocks {
+        if !(block.contains("severity: critical") || block.contains("severity: warning")) {
+            problems.push(format!("{name}: no severity critical|warning label"));
+        }
+        for annotation in ["summary:", "description:", "runbook:"] {
+            if !block.contains(annotation) {
+                problems.push(format!("{name}: no {annotation} annotation"));
+            }
+        }
+        if !fires.contains(name) {
+            problems.push(format!("{name}: no unit test where it fires"));
+        }
+        if !quiet.contains(name) {
+            problems.push(format!("{name}: no unit test where it stays quiet"));
+        }
+    }
+    for name in fires.union(&quiet) {
+        if !blocks.contains_key(name) {
+            problems.push(format!(
+                "{RULE_TESTS} tests {name}, which {RULES} does not define"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn alertmanager_config_passes_amtool_and_routes_by_severity() {
+    let Some(amtool) = ops::tool("amtool", "prometheus-alertmanager") else {
+        return;
+    };
+    let out = run(&amtool, &["check-config", ALERTMANAGER_CONFIG]);
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    // Critical alerts (from the rules and from the coordinator itself) reach the
+    // webhook and Slack; warnings only the webhook.
+    for (labels, receivers) in [
+        (
+            &[
+                "alertname=CutoverFallbackTriggered",
+                "severity=critical",
+                "guard=install-new",
+            ][..],
+            "webhook-and-slack",
+        ),
+        (
+            &[
+                "alertname=CutoverFallbackStarted",
+                "severity=critical",
+                "guard=install-new",
+            ],
+            "webhook-and-slack",
+        ),
+        (
+            &[
+                "alertname=CutoverGuardWithoutEvidence",
+                "severity=warning",
+                "guard=install-new",
+            ],
+            "webhook",
+        ),
+        (
+            &["alertname=CutoverStepStuck", "severity=warning"],
+            "webhook",
+        ),
+    ] {
+        let verify = format!("--verify.receivers={receivers}");
+        let mut args = vec![
+            "config",
+            "routes",
+            "test",
+            "--config.file",
+            ALERTMANAGER_CONFIG,
+            &verify,
+        ];
+        args.extend_from_slice(labels);
+        run(&amtool, &args);
+    }
+}
+
+#[test]
+fn every_metric_in_rules_and_dashboards_is_defined_by_the_coordinator() {
+    let catalog = Catalog::coordinator().unwrap();
+    assert!(
+        catalog.defines("cutover_probes_connected"),
+        "metrics.rs was not read: {catalog:?}"
+    );
+    let root = ops::repo_root();
+    let mut files = ops::files_under(&root.join("deploy"), &["yml", "yaml"]).unwrap();
+    files.extend(ops::files_under(&root.join("dashboards"), &["json", "yml", "yaml"]).unwrap());
+    assert!(
+        files.iter().any(|f| f.ends_with(RULES)),
+        "the rules were not scanned: {files:?}"
+    );
+
+    let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        for name in ops::metric_names_in(&text) {
+            used.entry(name).or_default().push(rel.clone());
+        }
+    }
+
+    let mut problems = Vec::new();
+    for (name, files) in &used {
+        if !catalog.defines(name) && !PROPOSED.contains(&name.as_str()) {
+            problems.push(format!(
+                "{name} (used in {}) is not defined in coordinator/src/metrics.rs",
+                files.join(", ")
+            ));
+        }
+    }
+    for name in PROPOSED {
+        if catalog.defines(name) {
+            problems.push(format!(
+                "{name} is now defined in metrics.rs: remove it from PROPOSED in tests/tests/deploy.rs \
+                 and from deploy/README.md"
+            ));
+        }
+        if !used.contains_key(*name) {
+            problems.push(format!("{name} is in PROPOSED but nothing uses it"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
