@@ -19,6 +19,7 @@ pub mod alert_receiver;
 pub mod bind;
 pub mod cluster;
 pub mod http;
+pub mod journal;
 pub mod ops;
 pub mod poll;
 pub mod procs;
