@@ -600,6 +600,12 @@ impl Indicator {
         }
     }
 
+    /// The rank guards compare (none 0, minor 1, maintenance 2, major 3, critical 4):
+    /// `indicator >= major` holds when the page's rank is at least `Major.rank()`.
+    pub fn rank(self) -> f64 {
+        f64::from(self as u8)
+    }
+
     /// Parses Statuspage's spelling.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {

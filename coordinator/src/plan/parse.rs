@@ -2436,7 +2436,7 @@ fn parse_condition(text: &str, source: &str) -> Result<Condition, String> {
     };
     let threshold = if metric == Metric::Indicator {
         match Indicator::parse(threshold) {
-            Some(i) => i as u8 as f64,
+            Some(i) => i.rank(),
             None => {
                 return Err("an indicator is none, minor, maintenance, major or critical".into());
             }
