@@ -182,11 +182,7 @@ pub fn in_ci() -> bool {
 /// Debian package that provides it), otherwise prints why the test is
 /// skipped and returns `None`.
 pub fn tool(tool: &str, debian_package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(tool))
-            .find(|p| p.is_file())
-    });
+    let found = which(tool);
     if found.is_none() {
         let msg = format!(
             "`{tool}` is not on PATH; install it with `apt-get install -y {debian_package}` (.ci/run does)"
@@ -195,6 +191,25 @@ pub fn tool(tool: &str, debian_package: &str) -> Option<PathBuf> {
         eprintln!("skipped: {msg}");
     }
     found
+}
+
+/// The path of `tool` on `PATH`, for checks that CI images may lack (e.g.
+/// `systemd-analyze` in a container without systemd): when it is missing the
+/// test is skipped with a message, in CI too.
+pub fn optional_tool(tool: &str) -> Option<PathBuf> {
+    let found = which(tool);
+    if found.is_none() {
+        eprintln!("skipped: `{tool}` is not on PATH");
+    }
+    found
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Runs `program args…` in the repository root and returns its combined

@@ -1,15 +1,19 @@
 //! The shipped operations files are valid for the real tools and use only
 //! metrics the coordinator defines: `promtool check config`, `check rules` and
 //! `test rules` on `deploy/prometheus/`, `amtool check-config` and the routing
-//! of `deploy/alertmanager/alertmanager.yml`, and every `cutover_*` name in
-//! `deploy/` and `dashboards/` against `coordinator/src/metrics.rs`.
+//! of `deploy/alertmanager/alertmanager.yml`, `systemd-analyze verify` on the
+//! units in `deploy/systemd/`, the compose stack's coordinator config, and
+//! every `cutover_*` name in `deploy/` and `dashboards/` against
+//! `coordinator/src/metrics.rs`.
 //!
 //! Without `promtool` / `amtool` these tests skip with a message, except in CI
-//! (`CI` set), where they fail.
+//! (`CI` set), where they fail. Without `systemd-analyze` (containers) the unit
+//! check is skipped everywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cutover_e2e::ops::{self, Catalog};
+use cutover_e2e::procs;
 
 const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
 const RULES: &str = "deploy/prometheus/rules/cutover.yml";
@@ -178,6 +182,61 @@ fn alertmanager_config_passes_amtool_and_routes_by_severity() {
         args.extend_from_slice(labels);
         run(&amtool, &args);
     }
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let Some(analyze) = ops::optional_tool("systemd-analyze") else {
+        return;
+    };
+    // verify insists that ExecStart's program exists: point the units at the
+    // binaries cargo built instead of /usr/local/bin.
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for (unit, program, bin) in [
+        (
+            "cutover-coordinator.service",
+            "/usr/local/bin/cutover ",
+            procs::cutover_bin(),
+        ),
+        (
+            "cutover-probe.service",
+            "/usr/local/bin/cutover-probe ",
+            procs::probe_bin(),
+        ),
+    ] {
+        let bin = bin.unwrap();
+        let text = read(&format!("deploy/systemd/{unit}"));
+        assert!(text.contains(&format!("ExecStart={program}")), "{unit}");
+        let text = text.replace(program, &format!("{} ", bin.display()));
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text).unwrap();
+        units.push(path.display().to_string());
+    }
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(units.iter().map(String::as_str));
+    // verify exits 0 on unknown keys and bad values too, and only prints them.
+    let out = run(&analyze, &args);
+    let ours: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("cutover-coordinator") || l.contains("cutover-probe"))
+        .collect();
+    assert!(ours.is_empty(), "systemd-analyze verify:\n{out}");
+}
+
+#[test]
+fn compose_coordinator_config_loads() {
+    let path = ops::repo_root().join("deploy/docker/coordinator.toml");
+    let cfg = cutover_coordinator::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    // Prometheus (deploy/docker/prometheus-targets/) scrapes coordinator:9464.
+    assert_eq!(
+        cfg.server.metrics_listen,
+        Some("0.0.0.0:9464".parse().unwrap()),
+        "{}",
+        path.display()
+    );
+    let targets = read("deploy/docker/prometheus-targets/cutover-coordinator.yml");
+    assert!(targets.contains("coordinator:9464"), "{targets}");
 }
 
 #[test]
