@@ -5,7 +5,8 @@
 //! gauges the test changes at will ("the new server's 5xx rate").
 //! [`Prometheus`] runs `/usr/bin/prometheus` (or `$PROMETHEUS_BIN`) with a
 //! temporary config that scrapes that target every second, its storage in the
-//! test's directory and its HTTP API on the test's own 127.x address; it is
+//! test's directory and its HTTP API on the test's own 127.x address (a free
+//! port: a system Prometheus on `*:9090` does not get in the way); it is
 //! killed on drop.
 
 use std::collections::BTreeMap;
@@ -20,9 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::addr::AddrBlock;
 use crate::procs::Proc;
-
-/// Port of Prometheus's HTTP API (on an address of the test's own block).
-pub const PORT: u16 = 9090;
 
 /// The Prometheus binary: `$PROMETHEUS_BIN`, else `/usr/bin/prometheus`, else
 /// `prometheus` on `PATH`; `None` if there is none.
@@ -136,7 +134,7 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts `bin` on `ip:9090` (`ip` must be on `lo`), scraping `targets`
+    /// Starts `bin` on `ip` (which must be on `lo`), scraping `targets`
     /// every second, with config and storage under `dir`; waits until
     /// `/-/ready` answers 200.
     pub async fn start(
@@ -147,7 +145,11 @@ impl Prometheus {
         block: &AddrBlock,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let addr = SocketAddr::new(ip.into(), PORT);
+        // Nobody else uses the test's own address, so the port stays free
+        // between this probe bind and Prometheus's.
+        let addr = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("finding a free port on {ip} for Prometheus"))?;
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = dir.join("prometheus.yml");
         std::fs::write(
@@ -182,7 +184,7 @@ impl Prometheus {
         Ok(Prometheus { addr, proc })
     }
 
-    /// `http://IP:9090`, the base URL a PromQL guard names.
+    /// `http://IP:PORT`, the base URL a PromQL guard names.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -305,6 +307,6 @@ mod tests {
             prom.query("absent_metric_xyz").await.unwrap(),
             Vec::<f64>::new()
         );
-        assert!(prom.url().ends_with(":9090"));
+        assert!(prom.url().starts_with(&format!("http://{}:", block.ip(43))));
     }
 }
