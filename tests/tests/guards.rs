@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::bail;
 use cutover_e2e::alert_receiver::{ALERTMANAGER_PATH, AlertReceiver};
 use cutover_e2e::bind::query;
-use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks};
+use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks, probe_source};
 use cutover_e2e::journal::{self, Row, has, notes};
 use cutover_e2e::prom::Sample;
 use cutover_e2e::prometheus::{MetricsTarget, Prometheus};
@@ -59,13 +59,21 @@ armed_from = "switch"
 
 /// A world with `per_region` probes per region, connected.
 async fn world(per_region: u8) -> World {
+    world_with(per_region, |_| {}).await
+}
+
+/// Like [`world`], with fault knobs set before any probe starts.
+async fn world_with(per_region: u8, faults: impl FnOnce(&World)) -> World {
     let mut world = World::build(Options {
         ttl: NORMAL_TTL,
         probes_per_region: per_region,
+        start_probes: false,
         ..Options::default()
     })
     .await
     .unwrap();
+    faults(&world);
+    world.start().await.unwrap();
     world.wait_connected(Duration::from_secs(60)).await.unwrap();
     world
 }
@@ -459,10 +467,17 @@ async fn errors_on_new_after_the_switch_trip_the_guard_and_fall_back() {
 /// and the silent region shows NO_EVIDENCE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_a_lying_probe_and_a_silent_region_never_trip() {
-    let world = world(3).await;
-    let liar = world.probes["asia-2"].source.unwrap();
-    world.infra.new.set_error_rate(0.05);
-    world.infra.new.set_error_rate_for_client(liar.into(), 1.0);
+    // The second probe of asia (the first region) sees new fail, always.
+    let world = world_with(3, |w| {
+        w.infra.new.set_error_rate(0.05);
+        let liar = probe_source(&w.block, 0, 1);
+        w.infra.new.set_error_rate_for_client(liar.into(), 1.0);
+    })
+    .await;
+    assert_eq!(
+        world.probes["asia-2"].source,
+        Some(probe_source(&world.block, 0, 1))
+    );
     let plan = write_plan(&world, "noise", "35s", &install_guard(), None);
     let db = world.coordinator.db_path();
     start(&world, &plan).await;
