@@ -1,6 +1,6 @@
 //! The operator's plan commands, talking to the running coordinator:
 //! `cutover start FILE`, `approve`, `pause`, `resume`, `abort`, `rollback`,
-//! `history`, and the plan section `cutover status` shows above the evidence.
+//! `history`, `why`, and the plan section `cutover status` shows above the evidence.
 //!
 //! CLI glue: errors are `anyhow`; the rendering functions are pure so tests
 //! can pin what an operator reads.
@@ -12,6 +12,7 @@ use clap::Subcommand;
 use cutover_proto::v1;
 
 use crate::cli::utc;
+use crate::localtime::Zone;
 
 /// The plan subcommands (flattened into `cutover`'s command list).
 #[derive(Debug, Subcommand)]
@@ -61,6 +62,13 @@ pub enum RunCommand {
         /// Include captured command output.
         #[arg(long)]
         output: bool,
+    },
+    /// Why the plan fell back or paused: the latest guard trip in plain words, with its
+    /// evidence per region, then the recent verdict changes (the decision log).
+    Why {
+        /// Run id (default: the latest).
+        #[arg(long)]
+        run: Option<u64>,
     },
 }
 
@@ -168,6 +176,26 @@ pub async fn run(cmd: &RunCommand, client: &mut Admin) -> Result<()> {
                 bail!("no plan run yet: start one with `cutover start FILE`");
             }
             print!("{}", render_history(&r, *output));
+            Ok(())
+        }
+        RunCommand::Why { run } => {
+            let r = client
+                .history(v1::HistoryRequest {
+                    run_id: run.unwrap_or(0),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if r.runs.is_empty() {
+                bail!("no plan run yet: start one with `cutover start FILE`");
+            }
+            if r.entries.is_empty() {
+                bail!(
+                    "no run {} in the journal; `cutover history` lists the runs",
+                    run.unwrap_or(0)
+                );
+            }
+            print!("{}", render_why(&r, &Zone::local()));
             Ok(())
         }
     }
@@ -295,6 +323,9 @@ fn describe(e: &v1::JournalEntry) -> String {
         },
         _ => {
             let event = s("event");
+            if let Some(t) = describe_guard_note(&event, &d) {
+                return t;
+            }
             let mut t = event.replace('_', " ");
             for k in ["reason", "question", "answer", "message"] {
                 let v = s(k);
@@ -305,6 +336,308 @@ fn describe(e: &v1::JournalEntry) -> String {
             t
         }
     }
+}
+
+fn js<'a>(d: &'a serde_json::Value, k: &str) -> &'a str {
+    d.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// A value as guards compare it: ratios with two decimals, milliseconds whole.
+fn num(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".to_string(),
+    }
+}
+
+/// `PASS`, `FAIL`, `NO_EVIDENCE` with its value or reason, e.g. `FAIL 1.00` or
+/// `NO_EVIDENCE (1 of 2 probes needed)`.
+fn verdict_words(r: &serde_json::Value) -> String {
+    let verdict = js(r, "verdict");
+    let reason = js(r, "reason");
+    match r.get("value") {
+        Some(v) if !v.is_null() => format!("{verdict} {}", num(v)),
+        _ if !reason.is_empty() => format!("{verdict} ({reason})"),
+        _ => verdict.to_string(),
+    }
+}
+
+/// The guard notes (`verdict`, `trip`, `no_evidence`, `alert`) on one line each.
+fn describe_guard_note(event: &str, d: &serde_json::Value) -> Option<String> {
+    let guard = js(d, "guard");
+    Some(match event {
+        "verdict" => {
+            let changes: Vec<String> = d
+                .get("changes")
+                .and_then(|c| c.as_array())
+                .map(|c| {
+                    c.iter()
+                        .map(|c| {
+                            let from = c.get("from").and_then(|f| f.as_str()).unwrap_or("-");
+                            format!("{} {from} → {}", js(c, "region"), verdict_words(c))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("verdict {guard}: {}", changes.join(", "))
+        }
+        "trip" => {
+            let mode = if js(d, "mode") == "shadow" {
+                " (shadow)"
+            } else {
+                ""
+            };
+            format!(
+                "TRIP {guard}{mode} [{}]: {} — {}",
+                js(d, "action"),
+                js(d, "summary"),
+                js(d, "effect")
+            )
+        }
+        "no_evidence" => format!(
+            "no evidence: {guard} in {} since {}: {}",
+            js(d, "region"),
+            utc(d.get("since_ms").and_then(|v| v.as_i64()).unwrap_or(0)),
+            js(d, "reason")
+        ),
+        "alert" => format!("alert {}: {}", js(d, "name"), deliveries(d)),
+        _ => return None,
+    })
+}
+
+/// `sent to chat, am; failed feed (HTTP 500)`.
+fn deliveries(d: &serde_json::Value) -> String {
+    let list = d
+        .get("delivered")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "no destination".to_string();
+    }
+    let sent: Vec<&str> = list
+        .iter()
+        .filter(|x| x.get("ok").and_then(|v| v.as_bool()).unwrap_or(false))
+        .map(|x| js(x, "to"))
+        .collect();
+    let failed: Vec<String> = list
+        .iter()
+        .filter(|x| !x.get("ok").and_then(|v| v.as_bool()).unwrap_or(false))
+        .map(|x| format!("{} ({})", js(x, "to"), js(x, "error")))
+        .collect();
+    let mut parts = Vec::new();
+    if !sent.is_empty() {
+        parts.push(format!("sent to {}", sent.join(", ")));
+    }
+    if !failed.is_empty() {
+        parts.push(format!("failed {}", failed.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// The evidence of one region at a trip: verdict, value against the
+/// threshold, voters and samples, and each excluded probe with the reason.
+fn region_lines(r: &serde_json::Value, op: &str, width: usize, out: &mut String) {
+    let u = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let verdict = js(r, "verdict");
+    let mut line = format!("    {:width$}  {:<11}", js(r, "region"), verdict);
+    match r.get("value") {
+        Some(v) if !v.is_null() => {
+            let threshold = r.get("threshold").map(num).unwrap_or_default();
+            line.push_str(&format!(
+                "  {} (limit {op} {threshold})  {} of {} probes voted, {} failing, {} samples",
+                num(v),
+                u("voters"),
+                u("probes_seen"),
+                u("failing_probes"),
+                u("samples")
+            ));
+        }
+        _ => {
+            let reason = js(r, "reason");
+            line.push_str(&format!(
+                "  {}",
+                if reason.is_empty() {
+                    "no results"
+                } else {
+                    reason
+                }
+            ));
+        }
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    for x in r
+        .get("excluded")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "    {:width$}  excluded {}: {}\n",
+            "",
+            js(x, "probe"),
+            js(x, "reason")
+        ));
+    }
+}
+
+/// What a trip note says happened, as the start of a sentence.
+fn trip_verb(d: &serde_json::Value) -> String {
+    let effect = js(d, "effect");
+    match (js(d, "mode"), js(d, "outcome")) {
+        ("shadow", _) => match js(d, "action") {
+            "fallback" => "would have fallen back".into(),
+            "pause" => "would have paused".into(),
+            _ => "would have alerted".into(),
+        },
+        (_, "fallback") if effect.starts_with("the fallback") => "fell back".into(),
+        (_, "pause") if effect.starts_with("the run is paused") => "paused".into(),
+        (_, "alert") => "alerted".into(),
+        _ => format!("tripped ({effect})"),
+    }
+}
+
+/// How many decisions `cutover why` lists after the trip.
+const WHY_RECENT: usize = 20;
+
+/// `cutover why`: the latest trip of the run in plain words with its local
+/// time and per-region evidence, shadow guards' "would have" trips, then the
+/// most recent decisions (verdict changes, long silences, alerts).
+pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
+    let Some(first) = r.entries.first() else {
+        return "no journal entries\n".to_string();
+    };
+    let run_id = first.run_id;
+    let notes: Vec<(&v1::JournalEntry, serde_json::Value)> = r
+        .entries
+        .iter()
+        .filter(|e| e.phase == "note")
+        .filter_map(|e| Some((e, serde_json::from_str(&e.detail_json).ok()?)))
+        .collect();
+    let trips: Vec<&(&v1::JournalEntry, serde_json::Value)> = notes
+        .iter()
+        .filter(|(_, d)| js(d, "event") == "trip")
+        .collect();
+    let when = |e: &v1::JournalEntry, d: &serde_json::Value| {
+        d.get("at_ms").and_then(|v| v.as_i64()).unwrap_or(e.unix_ms)
+    };
+    let mut out = String::new();
+    match trips.iter().rev().find(|(_, d)| js(d, "mode") != "shadow") {
+        Some((e, d)) => {
+            let at = when(e, d);
+            out.push_str(&format!(
+                "run {run_id} {} at {} because {}\n",
+                trip_verb(d),
+                zone.clock(at),
+                js(d, "summary")
+            ));
+            let kind = match js(d, "kind") {
+                "hard_fail" => "hard fail: hash mismatches from 2 or more probes trip at once",
+                _ => "quorum of failing regions for `for` consecutive ticks",
+            };
+            out.push_str(&format!(
+                "  guard {} ({}; {kind}), action {}: {}\n",
+                js(d, "guard"),
+                js(d, "condition"),
+                js(d, "action"),
+                js(d, "effect")
+            ));
+            out.push_str(&format!("  at {} ({})\n", zone.datetime(at), utc(at)));
+            let op = js(d, "condition").split_whitespace().nth(1).unwrap_or("vs");
+            let regions = d
+                .get("regions")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if !regions.is_empty() {
+                let width = regions
+                    .iter()
+                    .map(|x| js(x, "region").len())
+                    .max()
+                    .unwrap_or(0);
+                out.push_str("  evidence per region when it tripped:\n");
+                for x in &regions {
+                    region_lines(x, op, width, &mut out);
+                }
+            }
+        }
+        None => out.push_str(&format!("no guard has tripped in run {run_id}\n")),
+    }
+    let shadows: Vec<_> = trips
+        .iter()
+        .filter(|(_, d)| js(d, "mode") == "shadow")
+        .collect();
+    if !shadows.is_empty() {
+        out.push_str("\nshadow guards (logged, never acted):\n");
+        for (e, d) in shadows {
+            out.push_str(&format!(
+                "  {}  {} {} because {}\n",
+                zone.clock(when(e, d)),
+                js(d, "guard"),
+                trip_verb(d),
+                js(d, "summary")
+            ));
+        }
+    }
+    let mut recent: Vec<String> = Vec::new();
+    for (e, d) in &notes {
+        let at = zone.clock(e.unix_ms);
+        let guard = js(d, "guard");
+        match js(d, "event") {
+            "verdict" => {
+                for c in d
+                    .get("changes")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let from = c.get("from").and_then(|f| f.as_str()).unwrap_or("-");
+                    let mut line = format!(
+                        "  {at}  {guard}  {}  {from} → {}",
+                        js(c, "region"),
+                        verdict_words(c)
+                    );
+                    if c.get("value").is_some_and(|v| !v.is_null()) {
+                        let u = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                        line.push_str(&format!(
+                            " ({} of {} probes, {} samples)",
+                            u("voters"),
+                            u("probes_seen"),
+                            u("samples")
+                        ));
+                    }
+                    recent.push(line);
+                }
+            }
+            "no_evidence" => recent.push(format!(
+                "  {at}  {guard}  {}  no evidence since {}: {}",
+                js(d, "region"),
+                zone.clock(d.get("since_ms").and_then(|v| v.as_i64()).unwrap_or(0)),
+                js(d, "reason")
+            )),
+            "alert" => recent.push(format!(
+                "  {at}  alert {}: {}",
+                js(d, "name"),
+                deliveries(d)
+            )),
+            _ => {}
+        }
+    }
+    if !recent.is_empty() {
+        let skip = recent.len().saturating_sub(WHY_RECENT);
+        out.push_str(&format!(
+            "\nrecent decisions ({} of {}, oldest first):\n",
+            recent.len() - skip,
+            recent.len()
+        ));
+        for line in &recent[skip..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `cutover history`: the runs, then the chosen run's journal.
@@ -435,5 +768,220 @@ mod tests {
         );
         assert!(s.contains("FAILED (fallback follows): refused"), "{s}");
         assert!(s.contains("| hi"), "{s}");
+    }
+
+    fn rv(
+        region: &str,
+        verdict: crate::verdict::Verdict,
+        value: Option<f64>,
+    ) -> crate::verdict::RegionVerdict {
+        crate::verdict::RegionVerdict {
+            region: region.into(),
+            verdict,
+            value,
+            threshold: 0.5,
+            voters: if value.is_some() { 3 } else { 1 },
+            probes_seen: 3,
+            failing_probes: if value.is_some_and(|v| v > 0.5) { 3 } else { 0 },
+            samples: if value.is_some() { 9 } else { 3 },
+            excluded: vec![],
+            reason: if value.is_none() {
+                "1 of 2 probes needed".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    fn note(seq: u64, unix_ms: i64, detail: serde_json::Value) -> v1::JournalEntry {
+        v1::JournalEntry {
+            run_id: 7,
+            seq,
+            unix_ms,
+            step_id: String::new(),
+            phase: "note".into(),
+            detail_json: detail.to_string(),
+            output: String::new(),
+        }
+    }
+
+    /// A decision log as the guard watcher and the engine write it.
+    fn decision_log() -> v1::HistoryReply {
+        use crate::verdict::Verdict::{Fail, NoEvidence, Pass};
+        let t0 = 1_795_770_245_000; // 2026-11-27T09:04:05Z
+        let mut us = rv("us", Fail, Some(0.67));
+        us.voters = 2;
+        us.failing_probes = 2;
+        us.samples = 6;
+        us.excluded = vec![crate::verdict::Excluded {
+            probe: "us-2".into(),
+            reason: "own network: old failed too (5/5)".into(),
+        }];
+        let regions = vec![
+            rv("asia", Fail, Some(1.0)),
+            rv("eu", Fail, Some(1.0)),
+            rv("oceania", NoEvidence, None),
+            us.clone(),
+        ];
+        let change = |r: crate::verdict::RegionVerdict, from: &str| {
+            let mut v = serde_json::to_value(r).unwrap();
+            v["from"] = serde_json::json!(from);
+            v
+        };
+        let summary = "3 of 4 regions saw install-core failures on new (error_ratio > 0.5 for 3 ticks): \
+                       asia 1.00 (3/3 probes, 9 samples), eu 1.00 (3/3 probes, 9 samples), \
+                       us 0.67 (2/3 probes; excluded us-2: own network: old failed too)";
+        v1::HistoryReply {
+            runs: vec![v1::PlanRunStatus {
+                run_id: 7,
+                state: "fell_back".into(),
+                direction: "fallback".into(),
+                ..Default::default()
+            }],
+            entries: vec![
+                note(
+                    10,
+                    t0,
+                    serde_json::json!({
+                        "event": "verdict", "guard": "install-new", "condition": "error_ratio > 0.5",
+                        "changes": [change(rv("asia", Pass, Some(0.0)), "NO_EVIDENCE")],
+                    }),
+                ),
+                note(
+                    11,
+                    t0 + 1_000,
+                    serde_json::json!({
+                        "event": "trip", "guard": "latency-new", "action": "fallback", "mode": "shadow",
+                        "kind": "quorum", "outcome": "shadow", "at_ms": t0 + 1_000,
+                        "effect": "shadow guard: would have fallen back; nothing done",
+                        "summary": "2 of 3 regions saw slow install-core on new (latency_p95_ms > 800 for 3 ticks)",
+                        "regions": [],
+                    }),
+                ),
+                note(
+                    12,
+                    t0 + 60_000,
+                    serde_json::json!({
+                        "event": "verdict", "guard": "install-new", "condition": "error_ratio > 0.5",
+                        "changes": [change(rv("asia", Fail, Some(1.0)), "PASS"), change(rv("eu", Fail, Some(1.0)), "PASS"), change(us, "PASS")],
+                    }),
+                ),
+                note(
+                    13,
+                    t0 + 62_000,
+                    serde_json::json!({
+                        "event": "trip", "guard": "install-new", "action": "fallback", "mode": "enforce",
+                        "kind": "quorum", "outcome": "fallback", "at_ms": t0 + 62_000,
+                        "condition": "error_ratio > 0.5",
+                        "effect": "the fallback runbook runs now; a forward start needs --force",
+                        "summary": summary, "regions": regions,
+                    }),
+                ),
+                note(
+                    14,
+                    t0 + 62_500,
+                    serde_json::json!({
+                        "event": "alert", "name": "CutoverGuardTripped", "guard": "install-new",
+                        "delivered": [{"to": "elm-slack", "ok": true, "error": ""}, {"to": "alertmanager", "ok": false, "error": "HTTP 503"}],
+                    }),
+                ),
+                note(
+                    15,
+                    t0 + 400_000,
+                    serde_json::json!({
+                        "event": "no_evidence", "guard": "install-new", "region": "oceania",
+                        "since_ms": t0 + 100_000, "reason": "1 of 2 probes needed",
+                    }),
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn why_says_when_and_why_it_fell_back_with_the_evidence_per_region() {
+        let s = render_why(
+            &decision_log(),
+            &Zone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap(),
+        );
+        println!("{s}");
+        assert!(
+            s.starts_with("run 7 fell back at 10:05:07 CET because 3 of 4 regions saw install-core failures on new"),
+            "{s}"
+        );
+        assert!(
+            s.contains("guard install-new (error_ratio > 0.5; quorum"),
+            "{s}"
+        );
+        assert!(
+            s.contains("at 2026-11-27 10:05:07 CET (2026-11-27T09:05:07Z)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    asia     FAIL         1.00 (limit > 0.50)  3 of 3 probes voted, 3 failing, 9 samples"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    oceania  NO_EVIDENCE  1 of 2 probes needed"),
+            "{s}"
+        );
+        assert!(
+            s.contains("             excluded us-2: own network: old failed too (5/5)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  10:04:06 CET  latency-new would have fallen back because 2 of 3 regions"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "  10:05:05 CET  install-new  eu  PASS → FAIL 1.00 (3 of 3 probes, 9 samples)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "alert CutoverGuardTripped: sent to elm-slack; failed alertmanager (HTTP 503)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("install-new  oceania  no evidence since 10:05:45 CET"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn why_without_a_trip_says_so_and_still_lists_the_decisions() {
+        let mut r = decision_log();
+        r.entries.retain(|e| !e.detail_json.contains("\"enforce\""));
+        let s = render_why(&r, &Zone::utc());
+        assert!(s.starts_with("no guard has tripped in run 7\n"), "{s}");
+        assert!(s.contains("latency-new would have fallen back"), "{s}");
+        assert!(s.contains("recent decisions"), "{s}");
+    }
+
+    #[test]
+    fn history_shows_guard_notes_on_one_line_each() {
+        let s = render_history(&decision_log(), false);
+        println!("{s}");
+        assert!(
+            s.contains("verdict install-new: asia NO_EVIDENCE → PASS 0.00"),
+            "{s}"
+        );
+        assert!(
+            s.contains("TRIP install-new [fallback]: 3 of 4 regions"),
+            "{s}"
+        );
+        assert!(s.contains("TRIP latency-new (shadow) [fallback]"), "{s}");
+        assert!(
+            s.contains(
+                "alert CutoverGuardTripped: sent to elm-slack; failed alertmanager (HTTP 503)"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("no evidence: install-new in oceania since 2026-11-27T09:05:45Z"),
+            "{s}"
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::aggregate::Snapshot;
+use crate::aggregate::{Aggregator, Snapshot};
 use crate::config::{CheckParams, TargetName};
 use crate::evidence::{Windows, lock, now_ms};
 use crate::plan::{Plan, Site};
@@ -20,6 +20,12 @@ pub trait EvidenceSource: Send + Sync {
     fn snapshot(&self) -> Snapshot;
     /// Regions with at least one connected probe.
     fn connected_regions(&self) -> BTreeSet<String>;
+    /// Runs `f` over the windows themselves (guards read their per-probe figures).
+    fn with_aggregator(&self, f: &mut dyn FnMut(&Aggregator));
+    /// Keeps per-probe results for at least `ms` (the longest guard window of a loaded plan).
+    fn retain_at_least(&self, ms: i64) {
+        let _ = ms;
+    }
 }
 
 /// The coordinator's own windows and probe registry.
@@ -43,6 +49,24 @@ impl EvidenceSource for LiveEvidence {
             .map(|(r, _)| r)
             .collect()
     }
+
+    fn with_aggregator(&self, f: &mut dyn FnMut(&Aggregator)) {
+        f(&lock(&self.windows));
+    }
+
+    fn retain_at_least(&self, ms: i64) {
+        lock(&self.windows).retain_at_least(ms);
+    }
+}
+
+/// The longest window of the plan's probe guards, milliseconds (0 without any).
+pub fn longest_guard_window_ms(plan: &Plan) -> i64 {
+    plan.guards
+        .iter()
+        .filter(|g| g.is_probe())
+        .map(|g| g.window.as_millis() as i64)
+        .max()
+        .unwrap_or(0)
 }
 
 /// One region's progress toward a condition.

@@ -99,6 +99,8 @@ pub struct Deps {
     pub poll: Duration,
     /// Sends the current plan's checks to the probes (`None` in tests).
     pub assigner: Option<Arc<assign::Assigner>>,
+    /// Reads status pages and Prometheus for non-probe guards.
+    pub sources: Arc<dyn guards::SourceReader>,
 }
 
 /// What the running step reports for `cutover status`.
@@ -790,6 +792,11 @@ impl Engine {
         if let Some(a) = &self.inner.deps.assigner {
             a.set_plan(plan.clone());
         }
+        // Guards judge windows that may be longer than `[server] window`.
+        self.inner
+            .deps
+            .evidence
+            .retain_at_least(evidence::longest_guard_window_ms(&plan));
         loop {
             if self.inner.shutdown.is_cancelled() {
                 return;
@@ -1319,6 +1326,7 @@ pub async fn serve(
             dns: Arc::new(RealDns),
             poll: Duration::from_secs(1),
             assigner: Some(assigner.clone()),
+            sources: Arc::new(guards::RealSources),
         },
         shutdown,
     );
@@ -1336,5 +1344,6 @@ pub async fn serve(
             assigner.set_plan(Arc::new(plan));
         }
     }
+    engine.spawn_guard_watcher();
     Ok(engine)
 }

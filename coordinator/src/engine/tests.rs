@@ -56,9 +56,43 @@ impl DnsBackend for FakeDns {
     }
 }
 
-#[derive(Default)]
 struct FakeEvidence {
     snap: Mutex<Snapshot>,
+    /// What probe guards read.
+    agg: Mutex<crate::aggregate::Aggregator>,
+}
+
+impl Default for FakeEvidence {
+    fn default() -> Self {
+        Self {
+            snap: Mutex::default(),
+            agg: Mutex::new(crate::aggregate::Aggregator::new(60)),
+        }
+    }
+}
+
+/// Status page / Prometheus readings for non-probe guards, set by the test.
+#[derive(Default)]
+struct FakeSources {
+    value: Mutex<Option<Result<f64, String>>>,
+    reads: AtomicUsize,
+}
+
+impl guards::SourceReader for FakeSources {
+    fn read<'a>(
+        &'a self,
+        _: &'a Plan,
+        _: &'a plan::GuardSource,
+    ) -> BoxFuture<'a, Result<f64, String>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let v = self
+            .value
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| Err("nothing set".into()));
+        Box::pin(async move { v })
+    }
 }
 
 impl FakeEvidence {
@@ -87,12 +121,16 @@ impl EvidenceSource for FakeEvidence {
     fn connected_regions(&self) -> BTreeSet<String> {
         ["asia".to_string(), "us".to_string()].into()
     }
+    fn with_aggregator(&self, f: &mut dyn FnMut(&crate::aggregate::Aggregator)) {
+        f(&self.agg.lock().unwrap());
+    }
 }
 
 struct Rig {
     dir: tempfile::TempDir,
     dns: Arc<FakeDns>,
     ev: Arc<FakeEvidence>,
+    sources: Arc<FakeSources>,
 }
 
 impl Rig {
@@ -104,6 +142,7 @@ impl Rig {
                 ..FakeDns::default()
             }),
             ev: Arc::new(FakeEvidence::default()),
+            sources: Arc::new(FakeSources::default()),
         }
     }
 
@@ -116,6 +155,7 @@ impl Rig {
                 dns: self.dns.clone(),
                 poll: Duration::from_millis(10),
                 assigner: None,
+                sources: self.sources.clone(),
             },
             stop.clone(),
         );
@@ -1350,4 +1390,225 @@ async fn a_trip_after_the_run_ended_changes_nothing() {
     let s = e.status(0).await.unwrap().unwrap();
     assert_eq!(s.run.state, RunState::Done);
     assert!(!s.run.forward_blocked);
+}
+
+// ---------------------------------------------------------------------------
+// The guard watcher.
+// ---------------------------------------------------------------------------
+
+/// [`Rig::plan`] with `[plan] tick = "100ms"`, `guards` and a 1h soak at the end.
+fn guarded_plan(rig: &Rig, guards: &str) -> (std::path::PathBuf, String) {
+    let (path, text) = soak_plan(rig, "1h");
+    let text = text.replacen(
+        "name = \"test\"\n",
+        "name = \"test\"\ntick = \"100ms\"\n",
+        1,
+    );
+    (path, format!("{text}\n{guards}"))
+}
+
+const DNS_GUARD: &str = r#"
+[[guards]]
+id = "resolvers"
+source = "probe"
+check = "www-dns"
+target = "dns"
+condition = "dns_mismatch_ratio > 0.5"
+action = "fallback"
+armed_from = "switch"
+"#;
+
+fn status_guard(action: &str, mode: &str) -> String {
+    format!(
+        r#"
+[[guards]]
+id = "provider"
+source = "status_page"
+url = "http://127.0.0.1:9/status.json"
+condition = "indicator >= major"
+for = 1
+interval = "1s"
+action = "{action}"
+mode = "{mode}"
+armed_from = "switch"
+"#
+    )
+}
+
+fn notes<'a>(entries: &'a [Entry], event: &str) -> Vec<&'a Entry> {
+    entries
+        .iter()
+        .filter(|e| e.phase == Phase::Note && e.str("event") == event)
+        .collect()
+}
+
+#[tokio::test]
+async fn guards_arm_when_their_step_starts_and_log_only_changes() {
+    let rig = Rig::new(false);
+    rig.ev.set(0.0, 3600);
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let (path, text) = guarded_plan(&rig, DNS_GUARD);
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    // Waiting for the TTL to drain, before `switch`: nothing armed, nothing logged.
+    until_step(&e, "drained").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(e.status(0).await.unwrap().unwrap().guards.is_empty());
+    let (_, entries) = e.history(run.id).await.unwrap();
+    assert!(notes(&entries, "verdict").is_empty());
+    // Drained: the switch starts and arms the guard.
+    rig.ev.set(0.0, 25);
+    until_step(&e, "propagated").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.guards.len(), 1, "{:?}", s.guards);
+    assert_eq!(s.guards[0].guard, "resolvers");
+    let regions: Vec<&str> = s.guards[0]
+        .regions
+        .iter()
+        .map(|r| r.region.as_str())
+        .collect();
+    assert_eq!(
+        regions,
+        ["asia", "us"],
+        "regions with connected probes are listed"
+    );
+    // No probe results at all: NO_EVIDENCE, logged once however many ticks pass.
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let v = notes(&entries, "verdict");
+    assert_eq!(
+        v.len(),
+        1,
+        "one note for the first verdicts, none while nothing changes"
+    );
+    assert_eq!(v[0].str("guard"), "resolvers");
+    let changes = v[0].detail["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0]["verdict"], "NO_EVIDENCE");
+    assert!(changes[0]["from"].is_null());
+    let armed_at = entries
+        .iter()
+        .position(|x| x.step_id == "switch" && x.phase == Phase::Intent)
+        .unwrap();
+    assert!(entries.iter().position(|x| x.seq == v[0].seq).unwrap() > armed_at);
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn a_status_page_guard_trips_and_the_run_falls_back_on_its_own() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    *rig.sources.value.lock().unwrap() = Some(Ok(1.0)); // minor
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let (path, text) = guarded_plan(&rig, &status_guard("fallback", "enforce"));
+    let (run, _) = e.start(path.clone(), text.clone(), false).await.unwrap();
+    until_step(&e, "soak").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e.status(0).await.unwrap().unwrap().run.state,
+        RunState::Running
+    );
+    *rig.sources.value.lock().unwrap() = Some(Ok(3.0)); // major
+    let s = until_state(&e, RunState::FellBack).await;
+    assert!(s.run.forward_blocked);
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.1"]
+    );
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let trips = notes(&entries, "trip");
+    assert_eq!(trips.len(), 1);
+    assert_eq!(trips[0].str("guard"), "provider");
+    assert_eq!(trips[0].str("outcome"), "fallback");
+    // The verdict change that led to it is in the log, before the trip.
+    let fail = notes(&entries, "verdict")
+        .into_iter()
+        .find(|n| n.detail["changes"][0]["verdict"] == "FAIL")
+        .expect("a FAIL verdict note");
+    assert!(fail.seq < trips[0].seq);
+    assert!(e.start(path, text, false).await.is_err());
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn a_shadow_guard_logs_the_trip_and_the_plan_goes_on() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    *rig.sources.value.lock().unwrap() = Some(Ok(4.0)); // critical
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let (path, text) = guarded_plan(&rig, &status_guard("fallback", "shadow"));
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.run.state, RunState::Running);
+    assert_eq!(
+        rig.dns.zone.lock().unwrap()["www.example.org."].values,
+        ["192.0.2.2"]
+    );
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let trips = notes(&entries, "trip");
+    assert_eq!(
+        trips.len(),
+        1,
+        "a tripped guard stays tripped: one trip note"
+    );
+    assert_eq!(trips[0].str("outcome"), "shadow");
+    assert!(s.guards[0].tripped);
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn after_a_restart_a_guard_that_tripped_stays_tripped_and_does_not_act_again() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    *rig.sources.value.lock().unwrap() = Some(Ok(3.0));
+    let (path, text) = guarded_plan(&rig, &status_guard("pause", "enforce"));
+    let run_id = {
+        let (e, stop) = rig.engine();
+        let watcher = e.spawn_guard_watcher();
+        let (run, _) = e.start(path, text, false).await.unwrap();
+        until_state(&e, RunState::Paused).await;
+        e.resume().await.unwrap();
+        stop.cancel();
+        watcher.abort();
+        if let Some(h) = e.inner.task.lock().unwrap().take() {
+            h.abort();
+        }
+        run.id
+    };
+    let (e, _stop) = rig.engine();
+    e.resume_unfinished().await.unwrap();
+    let watcher = e.spawn_guard_watcher();
+    until_step(&e, "soak").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.run.state, RunState::Running, "{}", s.message);
+    assert!(s.guards.iter().any(|g| g.guard == "provider" && g.tripped));
+    let (_, entries) = e.history(run_id).await.unwrap();
+    assert_eq!(notes(&entries, "trip").len(), 1);
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn a_region_silent_longer_than_no_evidence_after_is_reported_once() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let (path, text) = guarded_plan(
+        &rig,
+        &format!("{DNS_GUARD}\n[alerts]\nno_evidence_after = \"1s\"\n"),
+    );
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let silent = notes(&entries, "no_evidence");
+    let regions: BTreeSet<&str> = silent.iter().map(|n| n.str("region")).collect();
+    assert_eq!(regions, ["asia", "us"].into());
+    assert_eq!(silent.len(), 2, "once per region while it stays silent");
+    watcher.abort();
 }
