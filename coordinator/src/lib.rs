@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod admin_plan;
 pub mod aggregate;
+pub mod alerts;
 pub mod assign;
 pub mod auth;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+pub mod sources;
 pub mod store;
 pub mod verdict;
 pub mod writer;
