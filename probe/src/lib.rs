@@ -6,15 +6,22 @@
 //! [`scheduler`], which runs each check ([`checks`]) on its interval using the
 //! hand-timed HTTP client and the DNS helpers in [`net`]; each result gets its
 //! sequence number in [`outbox`], which keeps it until the coordinator acks it.
+//!
+//! What the probe may connect to is the volunteer's decision, not the
+//! coordinator's: [`policy`] holds the allowed domains and the private-address
+//! rule, checked when an assignment arrives and again before every connection.
+//! The probe runs no commands and listens on no port.
 
 pub mod backoff;
 pub mod checks;
 pub mod config;
 pub mod net;
 pub mod outbox;
+pub mod policy;
 pub mod run;
 pub mod scheduler;
 pub mod session;
+pub mod setup;
 pub mod shutdown;
 pub mod trust;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use cutover_probe::config::Command;
 use cutover_probe::{Cli, Config, RunError};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -44,6 +45,9 @@ fn main() -> ExitCode {
     // fails only if a provider is already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    if let Some(Command::Setup) = cli.command {
+        return setup(cli);
+    }
     let config = match Config::load(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -77,6 +81,36 @@ fn main() -> ExitCode {
             eprintln!("cutover-probe: {e:#}");
             let code = e.downcast_ref::<RunError>().map_or(1, RunError::exit_code);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+/// `cutover-probe setup`: the token from stdin into the state directory.
+fn setup(cli: Cli) -> ExitCode {
+    let explicit_dir = cli.state_dir.clone();
+    if cli.token.is_none() && std::io::stdin().is_terminal() {
+        eprintln!("paste the token printed by `cutover probe enrol` and press Enter:");
+    }
+    match cutover_probe::setup::setup(cli, &mut std::io::stdin().lock()) {
+        Ok(stored) => {
+            println!(
+                "stored the token in {} and the settings in {} (readable only by you)",
+                stored.token_file.display(),
+                stored.config_file.display()
+            );
+            println!(
+                "this probe checks only hosts under: {}",
+                stored.config.policy().describe()
+            );
+            let dir = explicit_dir
+                .map(|d| format!(" --state-dir {}", d.display()))
+                .unwrap_or_default();
+            println!("start it with:\n  cutover-probe{dir}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cutover-probe setup: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -44,7 +44,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let roots = crate::trust::load_roots(config.ca_file.as_deref())?;
     let resolver = SystemResolver::new(config.resolver)?;
     tracing::info!(servers = ?resolver.servers(), "resolver");
-    let http = HttpClient::new(roots, resolver)?.with_source_address(config.source_address);
+    let policy = config.policy();
+    tracing::info!(
+        allowed_domains = %policy.describe(),
+        private_addresses = if policy.allows_private() { "allowed" } else { "refused" },
+        "connection rules"
+    );
+    let http = HttpClient::new(roots, resolver, policy)?.with_source_address(config.source_address);
     let mut outbox = Outbox::new(DEFAULT_CAPACITY);
     if let Some(path) = &config.record_produced {
         outbox = outbox.with_record_file(path)?;
@@ -158,6 +164,8 @@ mod tests {
             coordinator: format!("https://127.0.0.1:{}", addr.port()),
             token: "tok".into(),
             region: "asia".into(),
+            allow_domains: Some(vec!["elm.test".into()]),
+            allow_private_addresses: true,
             resolver: Some(dns.addr),
             ca_file: Some(ca_file),
             record_produced: Some(record.clone()),

@@ -260,7 +260,7 @@ pub fn context(roots: RootCertStore, sites: Sites, resolver: Option<SocketAddr>)
         SystemResolver::with_server(resolver.unwrap_or_else(|| "127.0.0.1:9".parse().unwrap()))
             .unwrap();
     CheckContext {
-        http: HttpClient::new(roots, resolver).unwrap(),
+        http: HttpClient::new(roots, resolver, crate::policy::Policy::unrestricted()).unwrap(),
         sites,
         authoritative_port: 53,
         dns_timeout: Duration::from_secs(2),
@@ -569,4 +569,72 @@ pub async fn serve_coordinator(fake: Fake, identity: Option<(String, String)>) -
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
+}
+
+/// A TCP listener on 127.0.0.1 that only counts the connections it accepts:
+/// proof that a refused check never connected.
+pub struct CountingListener {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingListener {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((_conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Log lines written while the guard lives (this thread only: use a
+/// current-thread runtime), as the probe prints them, without colours.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines at WARN.
+    pub fn warnings(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(" WARN "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -174,6 +174,22 @@ impl DnsCheck {
             kind: s.kind as i32,
             ..Default::default()
         };
+        // The probe's own resolver is the volunteer's choice; listed resolvers
+        // and name servers come from the assignment and DNS answers.
+        if s.kind != ResolverKind::System {
+            let what = if authoritative {
+                "name server"
+            } else {
+                "resolver"
+            };
+            let policy = ctx.http.policy();
+            if let Err(r) = policy.check_address_text(s.addr.ip(), &s.label, what) {
+                policy.warn_once(&r);
+                answer.error = format!("refused by this probe's safety rules: {r}");
+                answer.class = AnswerClass::Other as i32;
+                return answer;
+            }
+        }
         match query(
             s.addr,
             &self.name,
@@ -292,6 +308,16 @@ fn evaluate(name: &Name, answers: Vec<ResolverAnswer>) -> CheckOutcome {
 impl Check for DnsCheck {
     fn kind(&self) -> &'static str {
         "dns"
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        let mut h = vec![self.name.to_string()];
+        h.extend(self.zone.iter().map(Name::to_string));
+        h
+    }
+
+    fn listed_resolvers(&self) -> Vec<SocketAddr> {
+        self.resolvers.clone()
     }
 
     /// The probe's resolvers are the target: one run per tick.

@@ -94,6 +94,10 @@ impl Check for DownloadCheck {
         "download"
     }
 
+    fn hosts(&self) -> Vec<String> {
+        vec![super::url_host(&self.url)]
+    }
+
     fn run<'a>(&'a self, ctx: &'a CheckContext, target: Target) -> BoxFuture<'a, CheckOutcome> {
         Box::pin(self.run_inner(ctx, target))
     }

@@ -179,6 +179,12 @@ impl Check for ElmPackageCheck {
         "elm_package"
     }
 
+    /// The registry's host; the archive's host (from `endpoint.json`) is
+    /// checked when the archive is fetched.
+    fn hosts(&self) -> Vec<String> {
+        vec![super::url_host(&self.registry)]
+    }
+
     fn run<'a>(&'a self, ctx: &'a CheckContext, target: Target) -> BoxFuture<'a, CheckOutcome> {
         Box::pin(self.run_inner(ctx, target))
     }

@@ -144,6 +144,23 @@ impl Check for HttpCheck {
         "http"
     }
 
+    /// The URL's host, and a `Host` header's if the spec sets one (it would
+    /// otherwise send the request to an allowed address for another host).
+    fn hosts(&self) -> Vec<String> {
+        let mut h = vec![super::url_host(&self.url)];
+        for (name, value) in &self.headers {
+            if name.eq_ignore_ascii_case("host") {
+                let v = value.trim();
+                let host = match v.strip_prefix('[') {
+                    Some(rest) => rest.split(']').next().unwrap_or(""),
+                    None => v.split(':').next().unwrap_or(""),
+                };
+                h.push(host.to_owned());
+            }
+        }
+        h
+    }
+
     fn run<'a>(&'a self, ctx: &'a CheckContext, target: Target) -> BoxFuture<'a, CheckOutcome> {
         Box::pin(self.run_inner(ctx, target))
     }

@@ -6,7 +6,7 @@
 //! a [`FailureKind`], because "the new server failed" is the data the
 //! coordinator needs, not an exceptional condition of the probe.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,8 +231,34 @@ pub trait Check: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Host names (or IP literals) the spec makes the probe contact: URL
+    /// hosts, the TLS host, DNS names queried, a `Host` header. Each must be
+    /// in the volunteer's allowlist or the check is refused.
+    fn hosts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Resolvers the spec lists (not the probe's own); each must be public
+    /// unless private addresses are allowed.
+    fn listed_resolvers(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+
+    /// The sites whose (pinned) addresses a run against `target` connects to.
+    fn sites(&self, target: Target) -> Vec<Target> {
+        match target {
+            Target::Old | Target::New => vec![target],
+            Target::Dns | Target::Unspecified => Vec::new(),
+        }
+    }
+
     /// Runs once against `target`.
     fn run<'a>(&'a self, ctx: &'a CheckContext, target: Target) -> BoxFuture<'a, CheckOutcome>;
+}
+
+/// The host of a URL from the assignment, as the allowlist sees it.
+pub fn url_host(url: &Url) -> String {
+    crate::net::http::host_port(url).map_or_else(|_| String::new(), |(h, _)| h)
 }
 
 /// A spec the probe cannot run: every run reports `Unsupported`, so the

@@ -112,6 +112,15 @@ impl Check for ConsistencyCheck {
         vec![Target::New]
     }
 
+    fn hosts(&self) -> Vec<String> {
+        vec![super::url_host(&self.all_packages)]
+    }
+
+    /// One run reads `/all-packages` from both sites.
+    fn sites(&self, _target: Target) -> Vec<Target> {
+        vec![Target::Old, Target::New]
+    }
+
     fn run<'a>(&'a self, ctx: &'a CheckContext, _target: Target) -> BoxFuture<'a, CheckOutcome> {
         Box::pin(self.run_inner(ctx))
     }

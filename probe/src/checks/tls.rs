@@ -197,6 +197,10 @@ impl Check for TlsCheck {
         "tls"
     }
 
+    fn hosts(&self) -> Vec<String> {
+        vec![self.host.clone()]
+    }
+
     fn run<'a>(&'a self, ctx: &'a CheckContext, target: Target) -> BoxFuture<'a, CheckOutcome> {
         Box::pin(self.run_inner(ctx, target))
     }

@@ -26,6 +26,7 @@ use url::Url;
 
 use super::resolve::{ResolveError, SystemResolver};
 use crate::USER_AGENT;
+use crate::policy::{Policy, Refusal};
 use v1::FailureKind;
 
 /// Redirects followed before giving up (the Elm client follows GitHub's one or two).
@@ -134,6 +135,8 @@ pub enum NetError {
     Url { url: String, reason: String },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error("refused by this probe's safety rules: {0}")]
+    Refused(Refusal),
     #[error("no address to connect to for {host} (the assignment lists none for this site)")]
     NoAddress { host: String },
     #[error("connecting to {host} at {addrs}: {source}")]
@@ -175,7 +178,9 @@ impl NetError {
     pub fn failure_kind(&self) -> FailureKind {
         match self {
             NetError::Resolve(_) => FailureKind::Dns,
-            NetError::NoAddress { .. } | NetError::Connect { .. } => FailureKind::Connect,
+            NetError::NoAddress { .. } | NetError::Connect { .. } | NetError::Refused(_) => {
+                FailureKind::Connect
+            }
             NetError::Tls { .. } => FailureKind::Tls,
             NetError::Url { .. } => FailureKind::Internal,
             NetError::Http { .. }
@@ -208,27 +213,37 @@ pub fn host_port(url: &Url) -> Result<(String, u16), NetError> {
     Ok((host, port))
 }
 
-/// The check HTTP client: a trust configuration and a resolver.
+/// The check HTTP client: a trust configuration, a resolver, and the
+/// volunteer's [`Policy`], applied before every connection.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     tls: Arc<rustls::ClientConfig>,
     roots: Arc<rustls::RootCertStore>,
     resolver: SystemResolver,
     source: Option<std::net::IpAddr>,
+    policy: Policy,
 }
 
 impl HttpClient {
-    /// A client trusting `roots` and resolving through `resolver`.
+    /// A client trusting `roots`, resolving through `resolver`, connecting
+    /// only where `policy` allows.
     pub fn new(
         roots: rustls::RootCertStore,
         resolver: SystemResolver,
+        policy: Policy,
     ) -> Result<Self, crate::trust::TrustError> {
         Ok(Self {
             tls: crate::trust::client_config(roots.clone())?,
             roots: Arc::new(roots),
             resolver,
             source: None,
+            policy,
         })
+    }
+
+    /// What this client may connect to.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Opens connections from `source` (`None`: the system picks).
@@ -269,6 +284,8 @@ impl HttpClient {
 
     /// Resolves (or takes the pinned addresses) and opens a TCP connection to
     /// the first address that accepts, recording resolve and connect times.
+    /// A host outside the allowlist is refused before it is even resolved, and
+    /// a private address among the candidates refuses the whole connection.
     pub async fn connect_tcp(
         &self,
         host: &str,
@@ -276,6 +293,11 @@ impl HttpClient {
         route: &Route,
         timings: &mut Timings,
     ) -> Result<(TcpStream, SocketAddr), NetError> {
+        let refuse = |r: Refusal| {
+            self.policy.warn_once(&r);
+            NetError::Refused(r)
+        };
+        self.policy.check_host(host).map_err(refuse)?;
         let t = Instant::now();
         let addrs = match route {
             Route::Pinned(addrs) => addrs.clone(),
@@ -286,6 +308,13 @@ impl HttpClient {
             return Err(NetError::NoAddress {
                 host: host.to_owned(),
             });
+        }
+        let what = match route {
+            Route::Pinned(_) => format!("{host} pinned address"),
+            Route::Resolve => format!("{host} address"),
+        };
+        for ip in &addrs {
+            self.policy.check_address(*ip, &what).map_err(refuse)?;
         }
         let t = Instant::now();
         let mut last_err = None;
@@ -583,7 +612,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let resolver = SystemResolver::with_server("127.0.0.1:9".parse().unwrap()).unwrap();
-        let client = HttpClient::new(rustls::RootCertStore::empty(), resolver).unwrap();
+        let client = HttpClient::new(
+            rustls::RootCertStore::empty(),
+            resolver,
+            Policy::unrestricted(),
+        )
+        .unwrap();
         let route = Route::Pinned(vec!["127.0.0.1".parse().unwrap()]);
         for source in [None, Some("127.0.0.7".parse().unwrap())] {
             let client = client.clone().with_source_address(source);
