@@ -830,6 +830,9 @@ pub fn probe_command(
     cmd.args(["--coordinator", coordinator_url])
         .args(["--token", token])
         .args(["--region", region])
+        // Every test site is under the test zone, on loopback addresses.
+        .args(["--allow-domain", ZONE])
+        .arg("--allow-private-addresses")
         .arg("--ca-file")
         .arg(ca_file)
         .env("SSL_CERT_FILE", ca_file)
@@ -838,11 +841,16 @@ pub fn probe_command(
     // The probe is configured by flags alone here.
     for var in [
         "CUTOVER_TOKEN",
+        "CUTOVER_TOKEN_FILE",
         "CUTOVER_COORDINATOR",
         "CUTOVER_REGION",
         "CUTOVER_RESOLVER",
         "CUTOVER_CA_FILE",
         "CUTOVER_PROBE_CONFIG",
+        "CUTOVER_ALLOW_DOMAINS",
+        "CUTOVER_ALLOW_ANY_DOMAIN",
+        "CUTOVER_STATE_DIR",
+        "STATE_DIRECTORY",
     ] {
         cmd.env_remove(var);
     }
