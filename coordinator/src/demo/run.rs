@@ -468,6 +468,9 @@ impl World {
                 .args(["--token", &reply.token])
                 .args(["--region", region])
                 .args(["--resolver", &resolver.to_string()])
+                // The stand-in sites are under the demo zone, on loopback.
+                .args(["--allow-domain", ZONE])
+                .arg("--allow-private-addresses")
                 .arg("--ca-file")
                 .arg(&self.ca_file)
                 .env("SSL_CERT_FILE", &self.ca_file)
