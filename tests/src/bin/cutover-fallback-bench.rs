@@ -953,6 +953,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
     let soak_started = b
         .wait_armed_pass(first_run, Duration::from_secs(120))
         .await?;
+    let produced_before = produced_on_new(&b.world);
     println!(
         "run {first_run} soaking since {} UTC; measuring {} min",
         utc(soak_started),
@@ -1021,6 +1022,8 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
                     elapsed.as_secs_f64() / 60.0
                 );
                 false_fallbacks.push((run, trip));
+                // Past the evidence of this trip, so one noise episode counts once.
+                tokio::time::sleep(b.resolved.window + Duration::from_secs(2)).await;
                 run = b.start_run(true).await?;
                 b.wait_armed_pass(run, Duration::from_secs(120)).await?;
             }
@@ -1094,6 +1097,30 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
             println!("  {name} = {v}");
         }
     }
+    let produced_after = produced_on_new(&b.world);
+    let liar_name = b.liar.as_ref().map(|(n, _)| n.trim_start_matches("probe-"));
+    let (mut honest, mut honest_failed) = (0u64, 0u64);
+    for (probe, (n, failed)) in &produced_after {
+        let (n0, f0) = produced_before.get(probe).copied().unwrap_or_default();
+        let (n, failed) = (n - n0, failed - f0);
+        let share = if n > 0 { failed as f64 / n as f64 } else { 0.0 };
+        if Some(probe.as_str()) == liar_name {
+            println!(
+                "  {CHECK} on new, the lying probe {probe}: {failed} of {n} failed ({:.1} %)",
+                share * 100.0
+            );
+        } else {
+            honest += n;
+            honest_failed += failed;
+        }
+    }
+    if honest > 0 {
+        println!(
+            "  {CHECK} on new, the honest probes: {honest_failed} of {honest} checks failed ({:.1} %; \
+             a check makes several requests, each failing with the error rate)",
+            honest_failed as f64 / honest as f64 * 100.0
+        );
+    }
     if let Some((name, source)) = &b.liar {
         let lies = b
             .world
@@ -1106,6 +1133,25 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
         println!("  lying probe {name} ({source}): new answered it 500 {lies} times");
     }
     Ok(false_fallbacks.is_empty())
+}
+
+/// Per probe (its key in the world): `install-core` results on new produced
+/// so far, and how many of them failed (from `--record-produced`).
+fn produced_on_new(world: &World) -> BTreeMap<String, (u64, u64)> {
+    world
+        .probes
+        .iter()
+        .map(|(key, p)| {
+            let rows = p.produced().unwrap_or_default();
+            let on_new = rows
+                .iter()
+                .filter(|r| r.check == CHECK && r.target == "new");
+            let (n, failed) = on_new.fold((0, 0), |(n, f), r| {
+                (n + 1, f + u64::from(r.outcome != "success"))
+            });
+            (key.clone(), (n, failed))
+        })
+        .collect()
 }
 
 /// From the verdict notes of `rows` (several runs): per region, how many
@@ -1121,16 +1167,15 @@ fn no_evidence_periods(
     let mut open: BTreeMap<String, i64> = BTreeMap::new();
     let mut changes = 0;
     for r in rows {
-        let Some((region, to)) = journal::verdict_change(r) else {
-            continue;
-        };
-        changes += 1;
-        if let Some(since) = open.remove(&region) {
-            *secs.entry(region.clone()).or_default() += (r.unix_ms - since) as f64 / 1e3;
-        }
-        if to == "NO_EVIDENCE" {
-            *count.entry(region.clone()).or_default() += 1;
-            open.insert(region, r.unix_ms);
+        for (region, to) in journal::verdict_changes(r) {
+            changes += 1;
+            if let Some(since) = open.remove(&region) {
+                *secs.entry(region.clone()).or_default() += (r.unix_ms - since) as f64 / 1e3;
+            }
+            if to == "NO_EVIDENCE" {
+                *count.entry(region.clone()).or_default() += 1;
+                open.insert(region, r.unix_ms);
+            }
         }
     }
     for (region, since) in open {
@@ -1245,29 +1290,34 @@ mod journal {
         }
     }
 
-    /// (region, new verdict) of a verdict-change note of the bench's guard.
-    pub fn verdict_change(r: &Row) -> Option<(String, String)> {
+    /// (region, new verdict) of each change in a verdict note of the bench's
+    /// guard: `{"event": "verdict", "guard", "changes": [{"region",
+    /// "verdict", "from", …}]}`, or one change inline (`region`, `to`).
+    pub fn verdict_changes(r: &Row) -> Vec<(String, String)> {
         if r.phase != "note" || r.detail["event"] != "verdict" {
-            return None;
+            return Vec::new();
         }
         if let Some(g) = r.detail["guard"].as_str()
             && g != super::GUARD
         {
-            return None;
+            return Vec::new();
         }
-        let to = &r.detail["to"];
-        let region = r.detail["region"]
-            .as_str()
-            .or_else(|| to["region"].as_str())?
-            .to_owned();
-        Some((region, label(to)?))
+        let one = |c: &Value| -> Option<(String, String)> {
+            let to = c.get("to").unwrap_or(c);
+            let region = c["region"].as_str().or_else(|| to["region"].as_str())?;
+            Some((region.to_owned(), label(to)?))
+        };
+        match r.detail["changes"].as_array() {
+            Some(changes) => changes.iter().filter_map(one).collect(),
+            None => one(&r.detail).into_iter().collect(),
+        }
     }
 
     /// Verdict changes by region: (unix ms, verdict), in order.
     pub fn verdicts(rows: &[Row]) -> BTreeMap<String, Vec<(i64, String)>> {
         let mut out: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
         for r in rows {
-            if let Some((region, to)) = verdict_change(r) {
+            for (region, to) in verdict_changes(r) {
                 out.entry(region).or_default().push((r.unix_ms, to));
             }
         }
