@@ -236,7 +236,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .clone()
                 .or_else(|| cfg.as_ref().map(probe_url))
                 .unwrap_or_else(|| "https://COORDINATOR:7443".to_string());
-            print!("{}", render_enrolment(&reply, &url));
+            let domains = cfg.as_ref().map(|c| enrol_domains(&c.checks));
+            print!("{}", render_enrolment(&reply, &url, domains.as_deref()));
             Ok(())
         }
         Command::Plan { command } => run_plan(command),
@@ -547,19 +548,120 @@ pub fn render_probes(r: &v1::ListProbesReply, now_ms: i64) -> String {
     table(&rows, "")
 }
 
-/// `cutover probe enrol` output.
-pub fn render_enrolment(r: &v1::EnrolProbeReply, coordinator_url: &str) -> String {
-    format!(
+/// `cutover probe enrol` output: the token once, then the one command the
+/// volunteer pastes. It pipes the token into `cutover-probe setup` (printf is
+/// a shell builtin, so the token is in no process's arguments), which stores
+/// it owner-only with the settings, then starts the probe. `allow_domains`
+/// are the probe's allowlist (from [`enrol_domains`]); `None` when no
+/// coordinator config was at hand, and the command says to fill them in.
+pub fn render_enrolment(
+    r: &v1::EnrolProbeReply,
+    coordinator_url: &str,
+    allow_domains: Option<&[String]>,
+) -> String {
+    let placeholder = ["DOMAIN".to_owned()];
+    let domains = match allow_domains {
+        Some(d) if !d.is_empty() => d,
+        _ => &placeholder[..],
+    };
+    let mut command = format!(
+        "printf '%s\\n' {token} | cutover-probe setup --coordinator {url} --region {region}",
+        token = shell_word(&r.token),
+        url = shell_word(coordinator_url),
+        region = shell_word(&r.region),
+    );
+    for d in domains {
+        command += &format!(" --allow-domain {}", shell_word(d));
+    }
+    command += " && cutover-probe";
+    let mut out = format!(
         "enrolled probe {id} in region {region}\n\
          token: {token}\n\
          (shown once; only its hash is stored)\n\
          \n\
-         run the probe with:\n  \
-         cutover-probe --coordinator {coordinator_url} --token {token} --region {region}\n",
+         the volunteer pastes this one command; it keeps the token in a file only they can read\n\
+         (~/.local/state/cutover-probe/token) and starts the probe, which checks only hosts under\n\
+         {list}\n\
+         \n  {command}\n",
         id = r.probe_id,
         region = r.region,
         token = r.token,
-    )
+        list = domains.join(", "),
+    );
+    if domains == placeholder {
+        out += "\nreplace DOMAIN with the domains of the checked sites (one --allow-domain each); \
+                pass --config to have them filled in from the coordinator's checks\n";
+    }
+    out += "\nlater runs need only `cutover-probe`; systemd and Docker set-ups are in docs/volunteers.md\n";
+    out
+}
+
+/// The probe allowlist for these checks: every host they name (DNS names and
+/// zones, URL and TLS hosts), minus those under another one listed. An
+/// `elm_package` check adds github.com: the real registry's `endpoint.json`
+/// points at GitHub zipballs (REGISTRY.md), and a probe fetches nothing
+/// outside its allowlist.
+pub fn enrol_domains(checks: &[config::CheckConfig]) -> Vec<String> {
+    use config::CheckParams as P;
+    // The config already insisted on http(s)://HOST[:PORT]/…; take the HOST.
+    let url_host = |u: &str| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
+        Some(host.to_owned())
+    };
+    let mut hosts: Vec<String> = Vec::new();
+    for c in checks {
+        match &c.params {
+            P::Dns {
+                name,
+                authoritative_zone,
+                ..
+            } => {
+                hosts.push(name.clone());
+                hosts.push(authoritative_zone.clone());
+            }
+            P::Http { url, .. } | P::Download { url, .. } => hosts.extend(url_host(url)),
+            P::Tls { host, .. } => hosts.push(host.clone()),
+            P::ElmPackage { registry_url, .. } => {
+                hosts.extend(url_host(registry_url));
+                hosts.push("github.com".into());
+            }
+            P::RegistryConsistency { registry_url } => hosts.extend(url_host(registry_url)),
+        }
+    }
+    let mut hosts: Vec<String> = hosts
+        .into_iter()
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let under = |h: &str, d: &str| {
+        h.len() > d.len() && h.ends_with(d) && h[..h.len() - d.len()].ends_with('.')
+    };
+    let kept: Vec<String> = hosts
+        .iter()
+        .filter(|h| !hosts.iter().any(|d| under(h, d)))
+        .cloned()
+        .collect();
+    kept
+}
+
+/// `s` as one POSIX shell word: unchanged when it is plainly safe, else in single quotes.
+fn shell_word(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.,:/@%+=".contains(&b));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn ago(ms: i64) -> String {
@@ -655,18 +757,45 @@ region asia: 2 probes connected
 
     #[test]
     fn enrol_output_has_the_command() {
-        let text = render_enrolment(
-            &v1::EnrolProbeReply {
-                probe_id: "asia-1234abcd".into(),
-                region: "asia".into(),
-                token: "cutover_ff".into(),
-            },
-            "https://probes.example.org:7443",
-        );
+        let reply = v1::EnrolProbeReply {
+            probe_id: "asia-1234abcd".into(),
+            region: "asia".into(),
+            token: "cutover_ff".into(),
+        };
+        let domains = vec!["elm-lang.org".to_owned(), "github.com".to_owned()];
+        let text = render_enrolment(&reply, "https://probes.example.org:7443", Some(&domains));
         assert!(text.contains("token: cutover_ff\n"));
         assert!(text.contains(
-            "\n  cutover-probe --coordinator https://probes.example.org:7443 --token cutover_ff --region asia\n"
-        ));
+            "\n  printf '%s\\n' cutover_ff | cutover-probe setup --coordinator https://probes.example.org:7443 \
+             --region asia --allow-domain elm-lang.org --allow-domain github.com && cutover-probe\n"
+        ), "{text}");
+        assert!(
+            text.contains("checks only hosts under\nelm-lang.org, github.com\n"),
+            "{text}"
+        );
+        assert!(!text.contains("DOMAIN"), "{text}");
+
+        let text = render_enrolment(&reply, "https://probes.example.org:7443", None);
+        assert!(
+            text.contains("--allow-domain DOMAIN && cutover-probe\n"),
+            "{text}"
+        );
+        assert!(text.contains("replace DOMAIN"), "{text}");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
+
+    #[test]
+    fn enrol_domains_come_from_the_checks() {
+        let cfg = config::parse(
+            std::path::Path::new("c.toml"),
+            include_str!("../../examples/coordinator.toml"),
+        )
+        .unwrap();
+        // package.elm-lang.org is under elm-lang.org; the Elm check's archives are on GitHub.
+        assert_eq!(
+            enrol_domains(&cfg.checks),
+            vec!["elm-lang.org", "github.com"]
+        );
     }
 
     #[test]
