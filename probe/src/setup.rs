@@ -91,10 +91,11 @@ pub fn setup(cli: Cli, stdin: &mut dyn BufRead) -> Result<Stored, SetupError> {
 fn settings_toml(c: &Config) -> String {
     // A JSON string literal is a valid TOML basic string.
     let q = |s: &str| serde_json::Value::from(s).to_string();
-    let mut out = String::from(
-        "# Written by `cutover-probe setup`; the token is in the file `token` next to this one.\n",
-    );
+    let mut out = String::from("# Written by `cutover-probe setup`.\n");
     out += &format!("coordinator = {}\n", q(&c.coordinator));
+    // Relative: next to this file, wherever it is handed over (systemd's
+    // LoadCredential= puts both in $CREDENTIALS_DIRECTORY).
+    out += &format!("token_file = {}\n", q(STATE_TOKEN));
     out += &format!("region = {}\n", q(&c.region));
     match &c.allow_domains {
         Some(d) => {
@@ -201,6 +202,16 @@ mod tests {
         );
         let settings = std::fs::read_to_string(&stored.config_file).unwrap();
         assert!(!settings.contains("cutover_abc123"), "{settings}");
+        assert!(settings.contains("token_file = \"token\""), "{settings}");
+
+        // Read through --config alone, as the systemd unit does.
+        let cfg = Config::load(Cli {
+            config: Some(stored.config_file.clone()),
+            state_dir: Some(root.path().join("elsewhere")),
+            ..Cli::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.token, "cutover_abc123");
         assert!(
             settings.contains("allow_domains = [\"elm-lang.org\", \"github.com\"]"),
             "{settings}"
