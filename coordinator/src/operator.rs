@@ -419,12 +419,12 @@ fn deliveries(d: &serde_json::Value) -> String {
     let sent: Vec<&str> = list
         .iter()
         .filter(|x| x.get("ok").and_then(|v| v.as_bool()).unwrap_or(false))
-        .map(|x| js(x, "to"))
+        .map(|x| js(x, "destination"))
         .collect();
     let failed: Vec<String> = list
         .iter()
         .filter(|x| !x.get("ok").and_then(|v| v.as_bool()).unwrap_or(false))
-        .map(|x| format!("{} ({})", js(x, "to"), js(x, "error")))
+        .map(|x| format!("{} ({})", js(x, "destination"), js(x, "detail")))
         .collect();
     let mut parts = Vec::new();
     if !sent.is_empty() {
@@ -882,7 +882,7 @@ mod tests {
                     t0 + 62_500,
                     serde_json::json!({
                         "event": "alert", "name": "CutoverGuardTripped", "guard": "install-new",
-                        "delivered": [{"to": "elm-slack", "ok": true, "error": ""}, {"to": "alertmanager", "ok": false, "error": "HTTP 503"}],
+                        "delivered": [{"destination": "elm-slack", "ok": true, "detail": "HTTP 200"}, {"destination": "Alertmanager", "ok": false, "detail": "HTTP 503"}],
                     }),
                 ),
                 note(
@@ -940,7 +940,7 @@ mod tests {
         );
         assert!(
             s.contains(
-                "alert CutoverGuardTripped: sent to elm-slack; failed alertmanager (HTTP 503)"
+                "alert CutoverGuardTripped: sent to elm-slack; failed Alertmanager (HTTP 503)"
             ),
             "{s}"
         );
@@ -975,7 +975,7 @@ mod tests {
         assert!(s.contains("TRIP latency-new (shadow) [fallback]"), "{s}");
         assert!(
             s.contains(
-                "alert CutoverGuardTripped: sent to elm-slack; failed alertmanager (HTTP 503)"
+                "alert CutoverGuardTripped: sent to elm-slack; failed Alertmanager (HTTP 503)"
             ),
             "{s}"
         );

@@ -29,7 +29,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{Engine, EngineError, GuardTrip};
+use super::{Engine, EngineError, EngineEvent, GuardTrip};
+use crate::alerts::{self, Alert, AlertSeverity, Alerter};
 use crate::dns::BoxFuture;
 use crate::evidence::now_ms;
 use crate::journal::{Direction, Entry, NewEntry, Phase, RunUpdate};
@@ -191,6 +192,8 @@ impl RunWatch {
 pub(super) struct Watcher {
     engine: Engine,
     watch: Option<RunWatch>,
+    /// The latest run's plan name and alert destinations (None: nowhere to send).
+    alerting: Option<(u64, String, Option<Arc<Alerter>>)>,
 }
 
 impl Watcher {
@@ -198,29 +201,126 @@ impl Watcher {
         Self {
             engine,
             watch: None,
+            alerting: None,
         }
     }
 
-    /// Ticks until shutdown.
+    /// Ticks until shutdown; sends the engine's fallback alerts as they happen.
     pub(super) async fn run(mut self) {
+        use tokio::sync::broadcast::error::RecvError;
         let shutdown = self.engine.inner.shutdown.clone();
+        let mut events = self.engine.subscribe();
         let mut next = tokio::time::Instant::now();
         loop {
-            let tick = self.watch.as_ref().map_or(IDLE, |w| w.plan.tick);
-            next += tick;
-            let now = tokio::time::Instant::now();
-            if next < now {
-                // A slow tick (journal, evaluation): skip the missed ones.
-                next = now;
-            }
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
+                ev = events.recv() => {
+                    match ev {
+                        Ok(ev) => self.on_event(ev).await,
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "guard watcher: engine events lost; their alerts are not sent");
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                    continue;
+                }
                 () = shutdown.cancelled() => return,
             }
             if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e, "guard watcher: {e}; trying again next tick");
             }
+            let tick = self.watch.as_ref().map_or(IDLE, |w| w.plan.tick);
+            // A slow tick (journal, evaluation) skips the ticks it missed.
+            next = (next + tick).max(tokio::time::Instant::now());
         }
+    }
+
+    /// Fallback started / done: alerts.
+    async fn on_event(&mut self, ev: EngineEvent) {
+        let (run_id, name, severity, guard, summary) = match ev {
+            EngineEvent::FallbackStarted { run_id, guard, why } => (
+                run_id,
+                alerts::FALLBACK_STARTED,
+                AlertSeverity::Critical,
+                (!guard.is_empty()).then_some(guard),
+                format!("run {run_id} is falling back (the fallback runbook runs now): {why}"),
+            ),
+            EngineEvent::FallbackDone { run_id } => (
+                run_id,
+                alerts::FALLBACK_DONE,
+                AlertSeverity::Warning,
+                None,
+                format!(
+                    "run {run_id} fell back: the fallback runbook ran to its end; a forward start needs --force"
+                ),
+            ),
+        };
+        self.alert(run_id, |plan| {
+            Alert::new(name, severity, plan, guard.as_deref(), summary, now_ms())
+        })
+        .await;
+    }
+
+    /// Sends an alert about `run_id` in its own task (delivery never delays a
+    /// tick) and journals the deliveries as an `alert` note.
+    async fn alert(&mut self, run_id: u64, make: impl FnOnce(&str) -> Alert) {
+        if self
+            .alerting
+            .as_ref()
+            .is_none_or(|(id, _, _)| *id != run_id)
+        {
+            let plan = match self.watch.as_ref().filter(|w| w.run_id == run_id) {
+                Some(w) => Some(w.plan.clone()),
+                None => match self.engine.journal(move |j| j.run(run_id)).await {
+                    Ok(Some(run)) => plan::parse(&run.plan_path, &run.plan_text)
+                        .plan
+                        .map(Arc::new),
+                    _ => None,
+                },
+            };
+            let Some(plan) = plan else {
+                return;
+            };
+            let alerter = match Alerter::new(&plan) {
+                Ok(a) if !a.is_empty() => Some(Arc::new(a)),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(run = run_id, "alerts cannot be sent: {e}");
+                    None
+                }
+            };
+            self.alerting = Some((run_id, plan.name.clone(), alerter));
+        }
+        let Some((_, plan_name, Some(alerter))) = &self.alerting else {
+            return;
+        };
+        let alert = make(plan_name);
+        let alerter = alerter.clone();
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let delivered = alerter.send(&alert).await;
+            for d in &delivered {
+                let outcome = if d.ok { "sent" } else { "failed" };
+                metrics::counter!(m::ALERTS, m::label::OUTCOME => outcome).increment(1);
+            }
+            let note = json!({
+                "event": "alert",
+                "name": alert.name,
+                "guard": alert.guard,
+                "summary": alert.summary,
+                "delivered": delivered,
+            });
+            if let Err(e) = engine
+                .append(
+                    run_id,
+                    NewEntry::new("", Phase::Note, note),
+                    RunUpdate::default(),
+                )
+                .await
+            {
+                tracing::error!(run = run_id, error = %e, "cannot journal the alert's deliveries");
+            }
+        });
     }
 
     fn set_view(&self, view: Option<GuardView>) {
@@ -393,12 +493,15 @@ impl Watcher {
                 )
                 .await?;
         }
+        let after = plan::human_duration(Duration::from_millis(no_evidence_after as u64));
         for note in silent_notes {
+            let region = note["region"].as_str().unwrap_or("").to_string();
+            let reason = note["reason"].as_str().unwrap_or("").to_string();
             tracing::warn!(
                 run = run_id,
                 guard,
-                region = note["region"].as_str().unwrap_or(""),
-                "guard region without evidence"
+                region,
+                "guard region without evidence for {after}: {reason}"
             );
             engine
                 .append(
@@ -407,6 +510,21 @@ impl Watcher {
                     RunUpdate::default(),
                 )
                 .await?;
+            let summary = format!("no evidence from {region} for {after}: {reason}");
+            self.alert(run_id, |plan| {
+                Alert::new(
+                    alerts::GUARD_NO_EVIDENCE,
+                    AlertSeverity::Warning,
+                    plan,
+                    Some(guard),
+                    summary,
+                    now,
+                )
+                .with_description(
+                    "NO_EVIDENCE never trips a guard: while it lasts, this guard cannot see a fault in that region",
+                )
+            })
+            .await;
         }
         if let Some(trip) = t.trip
             && !tripped_before
@@ -416,7 +534,7 @@ impl Watcher {
             }
             let mut detail = serde_json::to_value(&trip).unwrap_or_else(|_| json!({}));
             detail["condition"] = json!(condition);
-            engine
+            let (outcome, note) = engine
                 .trip(GuardTrip {
                     run_id,
                     guard: guard.to_string(),
@@ -426,6 +544,29 @@ impl Watcher {
                     detail,
                 })
                 .await?;
+            // A shadow guard is on trial: it logs, it pages nobody.
+            if outcome != super::TripOutcome::Shadow {
+                let description = format!("action {}: {}", trip.action.label(), note.str("effect"));
+                let details = json!({
+                    "kind": trip.kind.label(),
+                    "action": trip.action.label(),
+                    "condition": condition,
+                    "regions": trip.regions,
+                });
+                self.alert(run_id, |plan| {
+                    Alert::new(
+                        alerts::GUARD_TRIPPED,
+                        AlertSeverity::Critical,
+                        plan,
+                        Some(guard),
+                        trip.summary.clone(),
+                        trip.at_ms,
+                    )
+                    .with_description(description)
+                    .with_details(details)
+                })
+                .await;
+            }
         }
         Ok(())
     }
@@ -515,8 +656,25 @@ fn spawn_poller(
     });
 }
 
-/// The real readers: Statuspage JSON and the Prometheus HTTP API.
-pub struct RealSources;
+/// The real readers ([`crate::sources`]): Statuspage JSON and the Prometheus HTTP API.
+pub struct RealSources {
+    client: Result<reqwest::Client, String>,
+}
+
+impl RealSources {
+    /// One HTTP client for every guard (10 s limit per read).
+    pub fn new() -> Self {
+        Self {
+            client: crate::sources::http_client(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Default for RealSources {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SourceReader for RealSources {
     fn read<'a>(
@@ -525,14 +683,9 @@ impl SourceReader for RealSources {
         source: &'a GuardSource,
     ) -> BoxFuture<'a, Result<f64, String>> {
         Box::pin(async move {
-            match source {
-                GuardSource::Probe { .. } => Err("a probe guard has no source to read".into()),
-                GuardSource::StatusPage { url } => {
-                    Err(format!("{url}: status page reader not wired yet"))
-                }
-                GuardSource::Prometheus { url, query } => {
-                    Err(format!("{url} {query}: Prometheus reader not wired yet"))
-                }
+            match &self.client {
+                Ok(c) => crate::sources::read(c, source).await,
+                Err(e) => Err(e.clone()),
             }
         })
     }
@@ -542,5 +695,89 @@ impl Engine {
     /// Starts the guard watcher (once per coordinator, next to the run task).
     pub fn spawn_guard_watcher(&self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(Watcher::new(self.clone()).run())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(name: &str, verdict: Verdict, value: Option<f64>) -> RegionVerdict {
+        RegionVerdict {
+            region: name.into(),
+            verdict,
+            value,
+            threshold: 0.5,
+            voters: 3,
+            probes_seen: 3,
+            failing_probes: 0,
+            samples: 9,
+            excluded: vec![],
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_guard_metrics_read_as_documented_and_pass_promtool() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let tick = Tick {
+            at_ms: 0,
+            regions: vec![
+                region("asia", Verdict::Fail, Some(1.0)),
+                region("eu", Verdict::Pass, Some(0.0)),
+                region("us", Verdict::NoEvidence, None),
+            ],
+            failing: 1,
+            consecutive: 1,
+            changes: vec![],
+            trip: None,
+        };
+        metrics::with_local_recorder(&recorder, || {
+            m::describe();
+            publish("install-new", &tick, true);
+            metrics::counter!(m::GUARD_TRIPS, m::label::GUARD => "install-new", m::label::OUTCOME => "fallback").increment(1);
+            metrics::counter!(m::ALERTS, m::label::OUTCOME => "sent").increment(2);
+        });
+        let text = handle.render();
+        for line in [
+            "cutover_guard_verdict{guard=\"install-new\",region=\"asia\"} 1",
+            "cutover_guard_verdict{guard=\"install-new\",region=\"eu\"} 0",
+            "cutover_guard_verdict{guard=\"install-new\",region=\"us\"} -1",
+            "cutover_guard_value{guard=\"install-new\",region=\"asia\"} 1",
+            "cutover_guard_value{guard=\"install-new\",region=\"us\"} NaN",
+            "cutover_guard_failing_regions{guard=\"install-new\"} 1",
+            "cutover_guard_tripped{guard=\"install-new\"} 1",
+            "cutover_guard_trips_total{guard=\"install-new\",outcome=\"fallback\"} 1",
+            "cutover_alerts_total{outcome=\"sent\"} 2",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        let promtool = std::path::Path::new("/usr/bin/promtool");
+        if !promtool.exists() {
+            eprintln!("promtool not installed; skipping `promtool check metrics`");
+            return;
+        }
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -1326,7 +1326,7 @@ pub async fn serve(
             dns: Arc::new(RealDns),
             poll: Duration::from_secs(1),
             assigner: Some(assigner.clone()),
-            sources: Arc::new(guards::RealSources),
+            sources: Arc::new(guards::RealSources::new()),
         },
         shutdown,
     );

@@ -480,7 +480,7 @@ prompt = "go?"
         "",
     );
     e.start(path.clone(), text.clone(), false).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until_step(&e, "drained").await;
     // Pause during an evidence wait: nothing moves even when the evidence arrives.
     e.pause().await.unwrap();
     rig.ev.set(1.0, 25);
@@ -1594,14 +1594,23 @@ async fn after_a_restart_a_guard_that_tripped_stays_tripped_and_does_not_act_aga
 
 #[tokio::test]
 async fn a_region_silent_longer_than_no_evidence_after_is_reported_once() {
+    let (hook, seen) = http_stub(200, "ok").await;
     let rig = Rig::new(false);
+    std::fs::write(rig.dir.path().join("chat.url"), format!("{hook}/chat")).unwrap();
     rig.ev.set(1.0, 25);
     let (e, _stop) = rig.engine();
     let watcher = e.spawn_guard_watcher();
-    let (path, text) = guarded_plan(
-        &rig,
-        &format!("{DNS_GUARD}\n[alerts]\nno_evidence_after = \"1s\"\n"),
-    );
+    let alerts = r#"
+[[notifications.webhooks]]
+name = "chat"
+kind = "slack"
+url_file = "chat.url"
+
+[alerts]
+channels = ["chat"]
+no_evidence_after = "1s"
+"#;
+    let (path, text) = guarded_plan(&rig, &format!("{DNS_GUARD}\n{alerts}"));
     let (run, _) = e.start(path, text, false).await.unwrap();
     until_step(&e, "soak").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1610,5 +1619,99 @@ async fn a_region_silent_longer_than_no_evidence_after_is_reported_once() {
     let regions: BTreeSet<&str> = silent.iter().map(|n| n.str("region")).collect();
     assert_eq!(regions, ["asia", "us"].into());
     assert_eq!(silent.len(), 2, "once per region while it stays silent");
+    let texts: Vec<String> = seen.lock().unwrap().clone();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.contains("CutoverGuardNoEvidence (warning)")
+                && t.contains("guard resolvers: no evidence from")),
+        "{texts:?}"
+    );
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn a_trip_the_fallback_and_its_end_are_alerted_and_the_deliveries_journaled() {
+    let (hook, seen) = http_stub(200, "{}").await;
+    let rig = Rig::new(false);
+    std::fs::write(rig.dir.path().join("alerts.url"), format!("{hook}/alerts")).unwrap();
+    rig.ev.set(1.0, 25);
+    *rig.sources.value.lock().unwrap() = Some(Ok(3.0)); // major from the start
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let alerts = r#"
+[[notifications.webhooks]]
+name = "feed"
+kind = "json"
+url_file = "alerts.url"
+
+[alerts]
+channels = ["feed"]
+"#;
+    let (path, text) = guarded_plan(
+        &rig,
+        &format!("{}\n{alerts}", status_guard("fallback", "enforce")),
+    );
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_state(&e, RunState::FellBack).await;
+    let mut names = Vec::new();
+    for _ in 0..200 {
+        names = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let body: serde_json::Value =
+                    serde_json::from_str(r.split_once('\n').unwrap().1).unwrap();
+                body["alert"].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<_>>();
+        if names.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "CutoverFallbackDone",
+            "CutoverFallbackStarted",
+            "CutoverGuardTripped"
+        ]
+    );
+    let tripped = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.contains("CutoverGuardTripped"))
+        .cloned()
+        .unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(tripped.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(body["guard"], "provider");
+    assert!(
+        body["summary"].as_str().unwrap().contains("major"),
+        "the alert says why: {body}"
+    );
+    // Each delivery is in the decision log.
+    let mut journaled = Vec::new();
+    for _ in 0..100 {
+        let (_, entries) = e.history(run.id).await.unwrap();
+        journaled = notes(&entries, "alert")
+            .iter()
+            .map(|n| {
+                assert_eq!(n.detail["delivered"][0]["destination"], "feed");
+                assert_eq!(n.detail["delivered"][0]["ok"], true);
+                n.str("name").to_string()
+            })
+            .collect();
+        if journaled.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(journaled.len(), 3, "{journaled:?}");
     watcher.abort();
 }
