@@ -23,7 +23,7 @@ fn probe_bin() -> PathBuf {
 }
 
 #[test]
-fn the_demo_runs_the_plan_then_rolls_back_a_faulty_switch_by_hand_and_exits_0() {
+fn the_demo_runs_the_plan_then_falls_back_on_its_own_from_a_faulty_switch_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let child = std::process::Command::new(BIN)
@@ -70,21 +70,46 @@ fn the_demo_runs_the_plan_then_rolls_back_a_faulty_switch_by_hand_and_exits_0() 
     };
     assert!(line("run 1").contains(": DONE in"), "{all}");
     assert!(line("run 2").contains(": FELL_BACK in"), "{all}");
-    // Run 2: the verify failed on new, the fallback ran by hand and succeeded.
+    // Run 2: the soak was cut short by a guard trip and the fallback ran on its own.
     let has = |runbook: &str, step: &str, result: &str| {
         summary.lines().any(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             w.len() >= 3 && w[0] == runbook && w[1] == step && w[2] == result
         })
     };
-    assert!(has("forward", "test-install", "failed"), "{all}");
+    assert!(has("forward", "test-install", "ok"), "{all}");
     assert!(has("fallback", "back-to-old", "ok"), "{all}");
     assert!(has("fallback", "old-works", "ok"), "{all}");
     assert!(
         stdout.contains("FAULT: the new site now serves corrupt archives"),
         "{all}"
     );
-    assert!(stdout.contains("operator: cutover rollback"), "{all}");
+    assert!(!stdout.contains("cutover rollback"), "{all}");
+    // The decision log line, during the run and in `cutover why` afterwards.
+    assert!(
+        stdout.contains("the engine switched to the fallback runbook by itself"),
+        "{all}"
+    );
+    let why = stdout
+        .split("$ cutover why\n")
+        .nth(1)
+        .expect("cutover why output");
+    let first = why.lines().next().unwrap_or("");
+    assert!(
+        first.contains(" fell back at ") && first.contains("install-core"),
+        "{first}\n{all}"
+    );
+    // The plan's webhook got the trip and the fallback's start and end.
+    for alert in [
+        "CutoverGuardTripped",
+        "CutoverFallbackStarted",
+        "CutoverFallbackDone",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(alert)),
+            "no {alert} alert\n{all}"
+        );
+    }
     // DNS answers old at the authoritative server and at every region's cache.
     for who in [
         "authoritative",
@@ -96,7 +121,9 @@ fn the_demo_runs_the_plan_then_rolls_back_a_faulty_switch_by_hand_and_exits_0() 
         assert!(l.trim_end().ends_with(" old"), "{l}\n{all}");
     }
     assert!(
-        stdout.contains("demo finished: run 1 done, run 2 rolled back by hand to old"),
+        stdout.contains(
+            "demo finished: run 1 done; in run 2 a guard tripped and the fallback ran on its own"
+        ),
         "{all}"
     );
     assert!(

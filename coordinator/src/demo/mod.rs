@@ -3,10 +3,12 @@
 //! provider ([`auth`]), a caching resolver per region with real TTL behaviour
 //! ([`resolver`]), both served over UDP and TCP by [`serve`]; stand-in Elm
 //! registries with fault knobs ([`registry`]) behind certificates from a CA
-//! made at start ([`tls`]); [`run`] puts them together with the coordinator
-//! and three probes and runs the short Elm plan twice.
+//! made at start ([`tls`]); a receiver for the alerts the plan sends
+//! ([`receiver`]); [`run`] puts them together with the coordinator and three
+//! probes and runs the short Elm plan twice.
 
 pub mod auth;
+pub mod receiver;
 pub mod registry;
 pub mod resolver;
 pub mod run;

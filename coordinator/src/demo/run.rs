@@ -7,12 +7,14 @@
 //! processes: the coordinator (`cutover serve`, this binary) and one real
 //! `cutover-probe` per region, each resolving through its region's cache.
 //!
-//! Run 1 takes the plan to `done`. Run 2 starts again from old, a fault is
-//! injected into the new site after the switch (corrupt archives, hashes
-//! unchanged), the verify step fails and pauses, and the operator's rollback
-//! (`cutover rollback`, the same admin call) runs the fallback runbook: DNS
-//! answers old again, verified. A summary follows; exit 0 when both runs
-//! ended as expected and DNS answers old everywhere.
+//! Run 1 takes the plan to `done`. Run 2 starts again from old; during the
+//! soak after the switch a fault is injected into the new site (corrupt
+//! archives, hashes unchanged). Nobody touches anything: the plan's guards see
+//! hash mismatches from the probes, trip, and the engine runs the fallback
+//! runbook on its own: DNS answers old again, verified. The decision log line
+//! that explains the fallback (`cutover why`) and the alerts the plan's webhook
+//! received are shown. A summary follows; exit 0 when both runs ended as
+//! expected, the fallback was automatic and DNS answers old everywhere.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +32,7 @@ use tokio::process::{Child, Command};
 use tonic::transport::Endpoint;
 
 use super::auth::{AuthServer, Zone};
+use super::receiver::AlertReceiver;
 use super::registry::Registry;
 use super::resolver::CachingResolver;
 use super::tls::TestCa;
@@ -59,7 +62,8 @@ const FORWARD: [&str; 9] = [
     "soak",
     "restore-ttl",
 ];
-const SWITCH_STEP: usize = 5;
+/// The run-2 fault goes in while this step runs (guards armed, nothing else judging).
+const FAULT_STEP: &str = "soak";
 
 /// `cutover demo`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -189,9 +193,11 @@ struct World {
     plan: PathBuf,
     tty: bool,
     t0: Instant,
-    /// What happened during the current run (the fault, the operator's
-    /// rollback), shown under every frame of the live view.
+    /// What happened during the current run (the fault, the trip), shown
+    /// under every frame of the live view.
     events: Vec<String>,
+    /// Where the plan's `[alerts]` webhook posts.
+    alerts: AlertReceiver,
 }
 
 /// Runs the demo; `Ok` when both runs ended as expected.
@@ -293,6 +299,12 @@ impl World {
         let secret_file = plan_dir.join("tsig.secret");
         std::fs::write(&secret_file, crate::dns::secret::base64_encode(&secret))?;
         set_private(&secret_file)?;
+        let alerts = AlertReceiver::start(SocketAddr::new(block.ip(3).into(), 0))
+            .await
+            .context("cannot start the alert receiver")?;
+        let url_file = plan_dir.join("alert-receiver.url");
+        std::fs::write(&url_file, alerts.url())?;
+        set_private(&url_file)?;
         let plan = plan_dir.join("elm-package-demo.toml");
         std::fs::write(
             &plan,
@@ -333,6 +345,7 @@ impl World {
             tty: std::io::stdout().is_terminal(),
             t0: Instant::now(),
             events: Vec::new(),
+            alerts,
         };
         println!(
             "  authoritative DNS for {ZONE}. on {} (RFC 2136 UPDATE with TSIG key {TSIG_KEY})",
@@ -344,6 +357,10 @@ impl World {
         println!(
             "  old site https://{SITE_HOST}:{site_port} at {old_ip}, new site at {new_ip} (demo CA {})",
             w.ca_file.display()
+        );
+        println!(
+            "  alert receiver (the plan's JSON webhook) at {}",
+            w.alerts.url()
         );
         Ok(w)
     }
@@ -370,15 +387,20 @@ impl World {
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         println!(
-            "\n== run 2: the same plan; after the switch the new site serves corrupt archives =="
+            "\n== run 2: the same plan; during the soak the new site starts serving corrupt archives =="
         );
+        let alerts_before = self.alerts.received().len();
         let run2 = self
             .follow(
-                "run 2 (fault on new after the switch, rollback by hand)",
+                "run 2 (fault on new during the soak, automatic fallback)",
                 true,
             )
             .await
             .context("run 2 did not finish")?;
+        let why = self.why(run2.run_id).await?;
+        println!("\n$ cutover why\n{why}");
+        let alerts = self.alert_lines(alerts_before).await;
+        println!("alerts received by the plan's webhook:\n{alerts}");
 
         let dns = self
             .dns_answers(Duration::from_secs(3 * u64::from(NORMAL_TTL)))
@@ -389,20 +411,27 @@ impl World {
             .await
             .map_err(rpc)?
             .into_inner();
+        let automatic = why.starts_with(&format!("run {} fell back at ", run2.run_id));
         let ok = run1.state == "done"
             && run2.state == "fell_back"
+            && automatic
             && dns.iter().all(|(_, ip)| *ip == Some(self.block.ip(10)));
         print!("{}", self.summary(&[&run1, &run2], &status, &dns));
         if ok {
             println!(
-                "demo finished: run 1 done, run 2 rolled back by hand to old; DNS answers old everywhere"
+                "demo finished: run 1 done; in run 2 a guard tripped and the fallback ran on its own; DNS answers old everywhere"
             );
             Ok(())
         } else {
             bail!(
-                "the demo did not end as expected: run 1 {}, run 2 {}",
+                "the demo did not end as expected: run 1 {}, run 2 {}{}",
                 run1.state,
-                run2.state
+                run2.state,
+                if automatic {
+                    ""
+                } else {
+                    " without a guard trip in `cutover why`"
+                }
             )
         }
     }
@@ -529,9 +558,8 @@ impl World {
     }
 
     /// Starts the plan and follows it to its end, redrawing the view every
-    /// second. With `fault`: after the switch the new site corrupts its
-    /// archives; when the plan pauses on the failing verify, the operator
-    /// rolls back.
+    /// second. With `fault`: during the soak the new site corrupts its
+    /// archives, and the run is expected to fall back by itself (a guard trip).
     async fn follow(&mut self, title: &str, fault: bool) -> Result<RunReport> {
         let content = std::fs::read_to_string(&self.plan)?;
         let path = self.plan.display().to_string();
@@ -550,7 +578,7 @@ impl World {
         self.events.clear();
         println!("cutover start {path}  → run {run_id}");
         let mut injected = false;
-        let mut rolled_back = false;
+        let mut fell_back = false;
         let mut last_line = String::new();
         let deadline = Duration::from_secs(180);
         loop {
@@ -605,46 +633,29 @@ impl World {
                 }
             }
 
-            let past_switch = st.direction == "forward" && st.step_index > SWITCH_STEP as u32;
-            if fault && !injected && past_switch {
+            if fault && !injected && st.direction == "forward" && st.step_id == FAULT_STEP {
                 self.new.set_corrupt_archives(true);
                 injected = true;
                 self.note(
-                    "FAULT: the new site now serves corrupt archives (published SHA-1 unchanged)",
+                    "FAULT: the new site now serves corrupt archives (published SHA-1 unchanged); nobody touches anything",
                 )
                 .await;
             }
-            if st.state == "paused" && !(fault && injected) {
+            if st.state == "paused" {
                 bail!(
                     "{title} paused where it should not have: {}",
                     st.message.lines().next().unwrap_or("")
                 );
             }
-            if fault && injected && !rolled_back && st.state == "paused" {
-                let failing = failing_evidence(&evidence);
+            if fault && injected && !fell_back && st.direction == "fallback" {
+                fell_back = true;
+                let why = self.why(run_id).await?;
                 self.note(&format!(
-                    "the plan paused: {}\n{failing}operator: cutover rollback --reason \"new serves corrupt archives\"",
-                    st.message
-                        .lines()
-                        .next()
-                        .and_then(|l| l.split("; ").next())
-                        .unwrap_or("a step failed")
+                    "the engine switched to the fallback runbook by itself. The decision log says:\n  {}\n{}",
+                    why.lines().next().unwrap_or("(no trip recorded)"),
+                    failing_evidence(&evidence)
                 ))
                 .await;
-                let r = self
-                    .client()?
-                    .rollback(v1::RollbackRequest {
-                        reason: "demo: new serves corrupt archives".into(),
-                    })
-                    .await
-                    .map_err(rpc)?
-                    .into_inner();
-                self.note(&format!(
-                    "run {} is {} (fallback runbook)",
-                    r.run_id, r.state
-                ))
-                .await;
-                rolled_back = true;
             }
             if matches!(
                 st.state.as_str(),
@@ -671,6 +682,46 @@ impl World {
                 bail!("{title} is still {} after {deadline:?}", st.state);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// `cutover why` for a run, rendered in this machine's time zone.
+    async fn why(&mut self, run_id: u64) -> Result<String> {
+        let h = self
+            .client()?
+            .history(v1::HistoryRequest { run_id })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        Ok(crate::operator::render_why(
+            &h,
+            &crate::localtime::Zone::local(),
+        ))
+    }
+
+    /// One line per alert the receiver got after the first `skip`; waits a
+    /// moment for the last ones (they are sent without holding up the engine).
+    async fn alert_lines(&self, skip: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.alerts.received();
+            let names: Vec<&str> = got
+                .iter()
+                .skip(skip)
+                .filter_map(|a| a.get("alert").and_then(|v| v.as_str()))
+                .collect();
+            if names.contains(&crate::alerts::FALLBACK_DONE) || Instant::now() > deadline {
+                let mut out = String::new();
+                for a in got.iter().skip(skip) {
+                    let s = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                    let _ = writeln!(out, "    {:<24} {}", s("alert"), first_words(s("summary")));
+                }
+                if out.is_empty() {
+                    out.push_str("    (none)\n");
+                }
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -1070,6 +1121,7 @@ mod tests {
     fn the_embedded_plan_passes_the_plan_checker_without_warnings() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tsig.secret"), "c2VjcmV0").unwrap();
+        std::fs::write(dir.path().join("alert-receiver.url"), "http://127.0.0.1:1/").unwrap();
         let path = dir.path().join("demo.toml");
         std::fs::write(&path, demo_plan_for_tests()).unwrap();
         let report = crate::plan::check_file(&path).unwrap();
@@ -1078,6 +1130,12 @@ mod tests {
         let plan = report.plan.as_ref().unwrap();
         let forward: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(forward, FORWARD, "FORWARD follows the plan");
-        assert_eq!(forward[SWITCH_STEP - 1], "switch");
+        assert!(forward.contains(&FAULT_STEP));
+        // The fault goes in after the guards are armed.
+        let armed = plan.guards.iter().map(|g| g.armed_from.as_str());
+        let at = |id: &str| forward.iter().position(|s| *s == id);
+        for step in armed {
+            assert!(at(step) < at(FAULT_STEP), "{step} arms after the fault");
+        }
     }
 }
