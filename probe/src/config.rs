@@ -50,11 +50,21 @@ pub struct Cli {
     )]
     pub allow_domains: Vec<String>,
     /// Labs only: check whatever host the coordinator assigns (no allowlist).
-    #[arg(long, global = true, env = "CUTOVER_ALLOW_ANY_DOMAIN")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_ALLOW_ANY_DOMAIN",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_any_domain: bool,
     /// Allow connections to loopback, private (RFC 1918), link-local, CGNAT and
     /// unique local addresses named by assignments or DNS answers (test setups).
-    #[arg(long, global = true, env = "CUTOVER_ALLOW_PRIVATE_ADDRESSES")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_ALLOW_PRIVATE_ADDRESSES",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_private_addresses: bool,
     /// Where `setup` stores `probe.toml` and `token` and the probe reads them
     /// (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/cutover-probe, else
