@@ -390,5 +390,43 @@ async fn the_pasted_enrol_command_stores_the_token_owner_only_and_starts_a_repor
         settings.contains("allow_domains = [\"elm.test\", \"github.com\"]"),
         "{settings}"
     );
+
+    // While it works it listens on no TCP port and has started no process.
+    let pid = probe.pid();
+    assert_eq!(
+        tcp_listeners_of(pid),
+        Vec::<String>::new(),
+        "the probe listens"
+    );
+    let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .collect();
+    assert_eq!(children.trim(), "", "the probe started processes");
     probe.kill();
+}
+
+/// Local addresses of the TCP sockets in LISTEN state that process `pid` holds.
+fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let link = link.to_string_lossy();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    assert!(!inodes.is_empty(), "the probe holds no socket at all?");
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                listening.push(f[1].to_owned());
+            }
+        }
+    }
+    listening
 }
