@@ -50,6 +50,21 @@ fn status_wire(s: RunStatus) -> v1::PlanRunStatus {
     w.step_index = s.step_index;
     w.step_count = s.step_count;
     w.message = s.message;
+    w.guards = s
+        .guards
+        .into_iter()
+        .flat_map(|g| {
+            let (guard, tripped) = (g.guard, g.tripped);
+            g.regions.into_iter().map(move |r| v1::GuardVerdict {
+                guard: guard.clone(),
+                region: r.region,
+                verdict: r.verdict.into(),
+                value: r.value.unwrap_or(0.0),
+                has_value: r.value.is_some(),
+                tripped,
+            })
+        })
+        .collect();
     if let Some(l) = s.live
         && l.step_id == w.step_id
     {

@@ -57,7 +57,7 @@ pub const PLAN_RUN_STATE: &str = "cutover_plan_run_state";
 /// 0 `PASS`, 1 `FAIL`, -1 `NO_EVIDENCE` (non-probe sources use region `global`).
 pub const GUARD_VERDICT: &str = "cutover_guard_verdict";
 /// `cutover_guard_value{guard,region}`: the value the region's verdict compared
-/// with the guard's threshold (absent while the region has no evidence).
+/// with the guard's threshold (NaN while the region has no value: no voting probe, no reading).
 pub const GUARD_VALUE: &str = "cutover_guard_value";
 /// `cutover_guard_failing_regions{guard}`: regions whose verdict is `FAIL` now.
 pub const GUARD_FAILING_REGIONS: &str = "cutover_guard_failing_regions";

@@ -284,10 +284,48 @@ pub fn render_plan_status(r: &v1::PlanRunStatus) -> String {
             g.detail,
         ));
     }
+    out.push_str(&render_guards(&r.guards));
     if !r.message.is_empty() {
         out.push_str(&format!("  {}\n", r.message.replace('\n', "\n  ")));
     }
     out.push('\n');
+    out
+}
+
+/// One line per armed guard: its regions' verdicts, and whether it tripped.
+fn render_guards(guards: &[v1::GuardVerdict]) -> String {
+    let mut out = String::new();
+    let width = guards.iter().map(|g| g.guard.len()).max().unwrap_or(0);
+    let mut i = 0;
+    while i < guards.len() {
+        let name = &guards[i].guard;
+        let n = guards[i..].iter().take_while(|g| &g.guard == name).count();
+        let regions: Vec<String> = guards[i..i + n]
+            .iter()
+            .map(|g| {
+                if g.has_value {
+                    format!(
+                        "{} {} {}",
+                        g.region,
+                        g.verdict,
+                        num(&serde_json::json!(g.value))
+                    )
+                } else {
+                    format!("{} {}", g.region, g.verdict)
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "  guard {name:width$}  {}{}\n",
+            regions.join(" · "),
+            if guards[i].tripped {
+                "  TRIPPED (`cutover why`)"
+            } else {
+                ""
+            }
+        ));
+        i += n;
+    }
     out
 }
 
@@ -725,6 +763,30 @@ mod tests {
         );
         assert!(s.contains("asia  [##########..........] waiting"), "{s}");
         assert!(s.contains("us    [####################] ok"), "{s}");
+        let mut r = r;
+        let gv = |guard: &str, region: &str, verdict: &str, value: Option<f64>, tripped| {
+            v1::GuardVerdict {
+                guard: guard.into(),
+                region: region.into(),
+                verdict: verdict.into(),
+                value: value.unwrap_or(0.0),
+                has_value: value.is_some(),
+                tripped,
+            }
+        };
+        r.guards = vec![
+            gv("install-new", "asia", "FAIL", Some(1.0), true),
+            gv("install-new", "us", "NO_EVIDENCE", None, true),
+            gv("do-status", "global", "PASS", Some(0.0), false),
+        ];
+        let s = render_plan_status(&r);
+        assert!(
+            s.contains(
+                "  guard install-new  asia FAIL 1.00 · us NO_EVIDENCE  TRIPPED (`cutover why`)\n"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("  guard do-status    global PASS 0.00\n"), "{s}");
     }
 
     #[test]

@@ -38,8 +38,9 @@ use crate::metrics as m;
 use crate::plan::{self, Action, Guard, GuardSource, Metric, Plan};
 use crate::verdict::{GuardEvaluator, RegionVerdict, Tick, Verdict};
 
-/// How often the watcher looks for a run to watch while there is none.
-const IDLE: Duration = Duration::from_secs(1);
+/// How often the watcher looks for a run to watch while there is none (one
+/// cheap journal read; a run just started is picked up within this).
+const IDLE: Duration = Duration::from_millis(250);
 
 /// Reads the value of a non-probe guard source (the real status page and
 /// Prometheus readers, or a fake in tests).

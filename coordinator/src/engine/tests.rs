@@ -1715,3 +1715,91 @@ channels = ["feed"]
     assert_eq!(journaled.len(), 3, "{journaled:?}");
     watcher.abort();
 }
+
+impl FakeEvidence {
+    /// `n` results of `www-dns` on `target` from each of `probes` in `region`,
+    /// in the last second; `fail` of each probe's results failed.
+    fn results(&self, region: &str, probes: usize, target: &str, n: usize, fail: usize) {
+        use cutover_proto::v1;
+        let now = now_ms();
+        let mut agg = self.agg.lock().unwrap();
+        for p in 0..probes {
+            let probe: Arc<str> = Arc::from(format!("{region}-{p}").as_str());
+            for i in 0..n {
+                let failed = i < fail;
+                let r = v1::CheckResult {
+                    seq: i as u64 + 1,
+                    check_id: "www-dns".into(),
+                    target: match target {
+                        "dns" => v1::Target::Dns,
+                        "new" => v1::Target::New,
+                        _ => v1::Target::Old,
+                    } as i32,
+                    started_unix_ms: now - 500,
+                    duration_us: 20_000,
+                    outcome: if failed {
+                        v1::Outcome::Failure
+                    } else {
+                        v1::Outcome::Success
+                    } as i32,
+                    error: if failed {
+                        "SERVFAIL".into()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                };
+                agg.add(&probe, region, now - 500 + i as i64, &r, now);
+            }
+        }
+    }
+}
+
+const PROBE_GUARD: &str = r#"
+[[guards]]
+id = "dns-errors"
+source = "probe"
+check = "www-dns"
+target = "dns"
+condition = "error_ratio > 0.5"
+window = "5s"
+quorum = 2
+for = 2
+action = "fallback"
+armed_from = "switch"
+"#;
+
+#[tokio::test]
+async fn a_probe_guard_trips_on_failures_from_a_quorum_of_regions_and_the_run_falls_back() {
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let watcher = e.spawn_guard_watcher();
+    let (path, text) = guarded_plan(&rig, PROBE_GUARD);
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    // One region failing is not a quorum.
+    rig.ev.results("asia", 2, "dns", 4, 4);
+    rig.ev.results("us", 2, "dns", 4, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = e.status(0).await.unwrap().unwrap();
+    assert_eq!(s.run.state, RunState::Running, "{}", s.message);
+    let asia = &s.guards[0].regions[0];
+    assert_eq!((asia.region.as_str(), asia.verdict), ("asia", "FAIL"));
+    // The second region fails too (12 of its probes' 16 results): two ticks later it falls back.
+    rig.ev.results("us", 2, "dns", 12, 12);
+    let s = until_state(&e, RunState::FellBack).await;
+    assert!(s.run.forward_blocked);
+    let (_, entries) = e.history(run.id).await.unwrap();
+    let trips = notes(&entries, "trip");
+    assert_eq!(trips.len(), 1);
+    let summary = trips[0].str("summary");
+    assert!(summary.starts_with("2 of 2 regions"), "{summary}");
+    assert_eq!(trips[0].str("condition"), "error_ratio > 0.5");
+    let regions = trips[0].detail["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    assert_eq!(regions[0]["voters"], 2);
+    assert_eq!(regions[0]["samples"], 8);
+    assert_eq!(regions[1]["samples"], 32);
+    watcher.abort();
+}

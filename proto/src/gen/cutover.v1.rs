@@ -1105,6 +1105,28 @@ pub struct PlanRunStatus {
     pub message: ::prost::alloc::string::String,
     #[prost(int64, tag = "18")]
     pub now_unix_ms: i64,
+    /// The armed guards' latest verdict per region (while this coordinator watches the run).
+    #[prost(message, repeated, tag = "19")]
+    pub guards: ::prost::alloc::vec::Vec<GuardVerdict>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GuardVerdict {
+    #[prost(string, tag = "1")]
+    pub guard: ::prost::alloc::string::String,
+    /// Probe region, or "global" for status page and Prometheus guards.
+    #[prost(string, tag = "2")]
+    pub region: ::prost::alloc::string::String,
+    /// PASS | FAIL | NO_EVIDENCE
+    #[prost(string, tag = "3")]
+    pub verdict: ::prost::alloc::string::String,
+    /// The value compared with the guard's threshold; meaningful when has_value.
+    #[prost(double, tag = "4")]
+    pub value: f64,
+    #[prost(bool, tag = "5")]
+    pub has_value: bool,
+    /// The guard has tripped in this run (it stays tripped).
+    #[prost(bool, tag = "6")]
+    pub tripped: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RegionProgress {
