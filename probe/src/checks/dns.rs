@@ -408,6 +408,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_private_name_server_is_refused_but_the_own_resolver_is_asked() {
+        let r = responder().await;
+        let mut ctx = context(TestCa::new().roots(), sites(), Some(r.addr));
+        ctx.http = crate::net::HttpClient::new(
+            TestCa::new().roots(),
+            crate::net::SystemResolver::with_server(r.addr).unwrap(),
+            crate::policy::Policy::new(vec!["elm.test".into()], false),
+        )
+        .unwrap();
+        ctx.authoritative_port = r.addr.port();
+        let mut p = params("www.elm.test");
+        p.authoritative_zone = "elm.test".into();
+        let out = DnsCheck::new(&p).unwrap().run(&ctx, Target::Dns).await;
+        let d = detail(&out);
+        let system = &d.answers[0];
+        assert_eq!(system.kind, ResolverKind::System as i32);
+        assert_eq!(
+            system.rcode, "NOERROR",
+            "the volunteer's resolver is theirs to use"
+        );
+        let auth = d
+            .answers
+            .iter()
+            .find(|a| a.kind == ResolverKind::Authoritative as i32)
+            .unwrap();
+        assert_eq!(
+            auth.error,
+            format!(
+                "refused by this probe's safety rules: name server ns1.elm.test. {} is a loopback address, refused without --allow-private-addresses",
+                r.addr
+            )
+        );
+        assert_eq!(out.failure, FailureKind::Dns);
+        let seen = r.rd_seen.lock().unwrap().clone();
+        assert!(
+            !seen.iter().any(|(n, rd)| n == "www.elm.test." && !rd),
+            "a non-recursive query went out: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn nxdomain_and_servfail_fail_as_dns() {
         let r = responder().await;
         let ctx = context(TestCa::new().roots(), sites(), Some(r.addr));

@@ -173,6 +173,14 @@ mod tests {
     use crate::testutil::{Reply, TestCa, TestServer, context, sites};
     use cutover_proto::v1::Outcome;
 
+    #[test]
+    fn a_host_header_is_screened_like_the_url_host() {
+        let mut p = params("https://package.elm.test:8443/x".into());
+        p.headers.insert("HOST".into(), "evil.example:8443".into());
+        let check = HttpCheck::new(&p).unwrap();
+        assert_eq!(check.hosts(), vec!["package.elm.test", "evil.example"]);
+    }
+
     fn params(url: String) -> HttpParams {
         HttpParams {
             url,
