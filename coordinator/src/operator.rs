@@ -572,11 +572,11 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
                 js(d, "summary")
             ));
             let kind = match js(d, "kind") {
-                "hard_fail" => "hard fail: hash mismatches from 2 or more probes trip at once",
-                _ => "quorum of failing regions for `for` consecutive ticks",
+                "hard_fail" => "tripped at once: hash mismatches from 2 or more probes",
+                _ => "tripped by its quorum of failing regions",
             };
             out.push_str(&format!(
-                "  guard {} ({}; {kind}), action {}: {}\n",
+                "  guard {} ({}), {kind}; action {}: {}\n",
                 js(d, "guard"),
                 js(d, "condition"),
                 js(d, "action"),
@@ -619,7 +619,8 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
             ));
         }
     }
-    let mut recent: Vec<String> = Vec::new();
+    // (time, guard, region, what), aligned when printed.
+    let mut recent: Vec<(String, String, String, String)> = Vec::new();
     for (e, d) in &notes {
         let at = zone.clock(e.unix_ms);
         let guard = js(d, "guard");
@@ -631,12 +632,8 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
                     .into_iter()
                     .flatten()
                 {
-                    let from = c.get("from").and_then(|f| f.as_str()).unwrap_or("-");
-                    let mut line = format!(
-                        "  {at}  {guard}  {}  {from} → {}",
-                        js(c, "region"),
-                        verdict_words(c)
-                    );
+                    let from = c.get("from").and_then(|f| f.as_str()).unwrap_or("(none)");
+                    let mut line = format!("{from} → {}", verdict_words(c));
                     if c.get("value").is_some_and(|v| !v.is_null()) {
                         let u = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
                         line.push_str(&format!(
@@ -646,19 +643,24 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
                             u("samples")
                         ));
                     }
-                    recent.push(line);
+                    recent.push((at.clone(), guard.into(), js(c, "region").into(), line));
                 }
             }
-            "no_evidence" => recent.push(format!(
-                "  {at}  {guard}  {}  no evidence since {}: {}",
-                js(d, "region"),
-                zone.clock(d.get("since_ms").and_then(|v| v.as_i64()).unwrap_or(0)),
-                js(d, "reason")
+            "no_evidence" => recent.push((
+                at,
+                guard.into(),
+                js(d, "region").into(),
+                format!(
+                    "no evidence since {}: {}",
+                    zone.clock(d.get("since_ms").and_then(|v| v.as_i64()).unwrap_or(0)),
+                    js(d, "reason")
+                ),
             )),
-            "alert" => recent.push(format!(
-                "  {at}  alert {}: {}",
-                js(d, "name"),
-                deliveries(d)
+            "alert" => recent.push((
+                at,
+                guard.into(),
+                String::new(),
+                format!("alert {}: {}", js(d, "name"), deliveries(d)),
             )),
             _ => {}
         }
@@ -670,8 +672,12 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
             recent.len() - skip,
             recent.len()
         ));
-        for line in &recent[skip..] {
-            out.push_str(line);
+        let shown = &recent[skip..];
+        let gw = shown.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let rw = shown.iter().map(|r| r.2.len()).max().unwrap_or(0);
+        for (at, guard, region, what) in shown {
+            let line = format!("  {at}  {guard:gw$}  {region:rw$}  {what}");
+            out.push_str(&line);
             out.push('\n');
         }
     }
@@ -971,7 +977,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("guard install-new (error_ratio > 0.5; quorum"),
+            s.contains("guard install-new (error_ratio > 0.5), tripped by its quorum of failing regions; action fallback: the fallback runbook runs now"),
             "{s}"
         );
         assert!(
@@ -996,7 +1002,7 @@ mod tests {
         );
         assert!(
             s.contains(
-                "  10:05:05 CET  install-new  eu  PASS → FAIL 1.00 (3 of 3 probes, 9 samples)"
+                "  10:05:05 CET  install-new  eu       PASS → FAIL 1.00 (3 of 3 probes, 9 samples)"
             ),
             "{s}"
         );
@@ -1007,7 +1013,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("install-new  oceania  no evidence since 10:05:45 CET"),
+            s.contains("  10:10:45 CET  install-new  oceania  no evidence since 10:05:45 CET"),
             "{s}"
         );
     }
