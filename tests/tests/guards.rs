@@ -269,6 +269,12 @@ async fn until_soaking(world: &World) -> Vec<Row> {
     .unwrap()
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The value of the guard gauge `name` for `guard` (and `region`).
 fn gauge(samples: &[Sample], name: &str, guard: &str, region: Option<&str>) -> Option<f64> {
     samples
@@ -328,6 +334,13 @@ async fn errors_on_new_after_the_switch_trip_the_guard_and_fall_back() {
     assert_eq!(bind_answers(&world).await, [world.block.ip(11)]);
 
     // New breaks as users are sent to it; old keeps working.
+    let (_, state, rows) = journal::latest(&db).unwrap();
+    assert_eq!(state, "running");
+    assert!(
+        notes(&rows, "trip").is_empty(),
+        "tripped before the fault: {rows:#?}"
+    );
+    let fault_ms = unix_ms();
     world.infra.new.set_error_rate(1.0);
     let rows = journal::until(&db, "the fallback", Duration::from_secs(60), |s, _| {
         s == "fell_back"
@@ -347,6 +360,13 @@ async fn errors_on_new_after_the_switch_trip_the_guard_and_fall_back() {
 
     // The decision log: the trip with its evidence, in plain words.
     let trip = the_trip(&rows, INSTALL_GUARD, "fallback");
+    let at_ms = trip.detail["at_ms"].as_i64().unwrap_or_default();
+    assert!(at_ms >= fault_ms, "the trip predates the fault: {trip:#?}");
+    eprintln!(
+        "fault → trip {} ms; `cutover why` said:\n{}",
+        at_ms - fault_ms,
+        cli_ok(&world, &["why"]).await.unwrap()
+    );
     let summary = trip.detail["summary"].as_str().unwrap_or_default();
     assert!(summary.contains(checks::ELM_PACKAGE), "{trip:#?}");
     let named: Vec<&str> = REGIONS
