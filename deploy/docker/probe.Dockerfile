@@ -3,10 +3,11 @@
 # unprivileged user on Debian slim. It opens no port. Build from the repository root:
 #
 #   docker build -f deploy/docker/probe.Dockerfile -t cutover-probe .
-#   docker run --rm cutover-probe --coordinator https://coord.example.org:7443 --token … --region asia
+#   docker run --rm cutover-probe --coordinator https://coord.example.org:7443 --token … \
+#     --region asia --allow-domain elm-lang.org --allow-domain github.com
 #
-# (or mount a config: `-v ./probe.toml:/etc/cutover-probe/probe.toml:ro … --config
-# /etc/cutover-probe/probe.toml`, which keeps the token out of `docker inspect`).
+# (the probe refuses to start without --allow-domain; better, mount the state directory that
+# `cutover-probe setup` wrote, which keeps the token out of `docker inspect`: docs/volunteers.md).
 # Not built in CI: no Docker there (deploy/README.md).
 
 ARG RUST_VERSION=1.95
