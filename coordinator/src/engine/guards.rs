@@ -36,7 +36,7 @@ use crate::evidence::now_ms;
 use crate::journal::{Direction, Entry, NewEntry, Phase, RunUpdate};
 use crate::metrics as m;
 use crate::plan::{self, Action, Guard, GuardSource, Metric, Plan};
-use crate::verdict::{GuardEvaluator, RegionVerdict, Tick, Verdict};
+use crate::verdict::{GuardEvaluator, RegionVerdict, Tick, Trip, Verdict};
 
 /// How often the watcher looks for a run to watch while there is none (one
 /// cheap journal read; a run just started is picked up within this).
@@ -99,6 +99,9 @@ struct Armed {
     silent: BTreeMap<String, (i64, bool)>,
     /// The latest tick's regions.
     regions: Vec<RegionVerdict>,
+    /// A trip whose journal write failed: tried again next tick (the
+    /// evaluator reports a trip once, then stays latched).
+    pending_trip: Option<Trip>,
 }
 
 /// What the watcher knows about the run it watches (rebuilt from the journal).
@@ -422,6 +425,7 @@ impl Watcher {
                         _poller: poller,
                         silent: BTreeMap::new(),
                         regions: Vec::new(),
+                        pending_trip: None,
                     },
                 );
             } else if !should && w.armed.remove(&g.id).is_some() {
@@ -464,6 +468,12 @@ impl Watcher {
             }
         }
         a.regions = t.regions.clone();
+        // Latched guards (a trip note in the journal) never act twice.
+        let trip = match t.trip {
+            Some(trip) if !tripped_before => Some(trip),
+            _ => a.pending_trip.take(),
+        };
+        // A journal write that fails loses that note (logged), never the trip after it.
         if !t.changes.is_empty() {
             let changes: Vec<serde_json::Value> = t
                 .changes
@@ -492,7 +502,9 @@ impl Watcher {
                     ),
                     RunUpdate::default(),
                 )
-                .await?;
+                .await
+                .map_err(|e| tracing::error!(run = run_id, guard, error = %e, "cannot journal verdict changes"))
+                .ok();
         }
         let after = plan::human_duration(Duration::from_millis(no_evidence_after as u64));
         for note in silent_notes {
@@ -510,7 +522,9 @@ impl Watcher {
                     NewEntry::new("", Phase::Note, note),
                     RunUpdate::default(),
                 )
-                .await?;
+                .await
+                .map_err(|e| tracing::error!(run = run_id, guard, error = %e, "cannot journal a lasting NO_EVIDENCE"))
+                .ok();
             let summary = format!("no evidence from {region} for {after}: {reason}");
             self.alert(run_id, |plan| {
                 Alert::new(
@@ -527,15 +541,10 @@ impl Watcher {
             })
             .await;
         }
-        if let Some(trip) = t.trip
-            && !tripped_before
-        {
-            if let Some(w) = self.watch.as_mut() {
-                w.tripped.insert(guard.to_string());
-            }
+        if let Some(trip) = trip {
             let mut detail = serde_json::to_value(&trip).unwrap_or_else(|_| json!({}));
             detail["condition"] = json!(condition);
-            let (outcome, note) = engine
+            let acted = engine
                 .trip(GuardTrip {
                     run_id,
                     guard: guard.to_string(),
@@ -544,7 +553,21 @@ impl Watcher {
                     summary: trip.summary.clone(),
                     detail,
                 })
-                .await?;
+                .await;
+            let (outcome, note) = match acted {
+                Ok(done) => {
+                    if let Some(w) = self.watch.as_mut() {
+                        w.tripped.insert(guard.to_string());
+                    }
+                    done
+                }
+                Err(e) => {
+                    if let Some(a) = self.watch.as_mut().and_then(|w| w.armed.get_mut(guard)) {
+                        a.pending_trip = Some(trip);
+                    }
+                    return Err(e);
+                }
+            };
             // A shadow guard is on trial: it logs, it pages nobody.
             if outcome != super::TripOutcome::Shadow {
                 let description = format!("action {}: {}", trip.action.label(), note.str("effect"));
