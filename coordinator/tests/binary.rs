@@ -157,7 +157,7 @@ async fn acked_results_survive_sigkill_and_cli_output() {
         .to_string();
     assert!(
         out.contains(&format!(
-            "  cutover-probe --coordinator {probe_url} --token {token} --region asia\n"
+            "  printf '%s\\n' {token} | cutover-probe setup --coordinator {probe_url} --region asia --allow-domain elm-lang.org && cutover-probe\n"
         )),
         "{out}"
     );
@@ -383,7 +383,7 @@ async fn embedded_example_serves_and_answers_the_cli() {
     };
     let enrol = run(&["probe", "enrol", "--region", "asia"]).await;
     assert!(
-        enrol.contains("cutover-probe --coordinator http://127.0.0.1:7443 --token cutover_"),
+        enrol.contains("| cutover-probe setup --coordinator http://127.0.0.1:7443 --region asia --allow-domain "),
         "{enrol}"
     );
     let probes = run(&["probes"]).await;
