@@ -537,6 +537,13 @@ fn trip_verb(d: &serde_json::Value) -> String {
     }
 }
 
+/// Whether a trip note changed the run (the engine writes "nothing to do …"
+/// or "the run is already …" as the effect of one that did not).
+fn trip_acted(d: &serde_json::Value) -> bool {
+    let effect = js(d, "effect");
+    !(effect.starts_with("nothing to do") || effect.starts_with("the run is already"))
+}
+
 /// How many decisions `cutover why` lists after the trip.
 const WHY_RECENT: usize = 20;
 
@@ -562,7 +569,18 @@ pub fn render_why(r: &v1::HistoryReply, zone: &Zone) -> String {
         d.get("at_ms").and_then(|v| v.as_i64()).unwrap_or(e.unix_ms)
     };
     let mut out = String::new();
-    match trips.iter().rev().find(|(_, d)| js(d, "mode") != "shadow") {
+    // The trip that acted explains the run; a second guard tripping on the
+    // same evidence finds the fallback already running and changes nothing.
+    let enforced = || {
+        trips
+            .iter()
+            .rev()
+            .filter(|(_, d)| js(d, "mode") != "shadow")
+    };
+    let explaining = enforced()
+        .find(|(_, d)| trip_acted(d))
+        .or_else(|| enforced().next());
+    match explaining {
         Some((e, d)) => {
             let at = when(e, d);
             out.push_str(&format!(
@@ -1016,6 +1034,28 @@ mod tests {
             s.contains("  10:10:45 CET  install-new  oceania  no evidence since 10:05:45 CET"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn why_explains_with_the_trip_that_acted_not_a_later_one_that_found_the_fallback_running() {
+        let mut r = decision_log();
+        let last = r.entries.last().unwrap().clone();
+        r.entries.push(v1::JournalEntry {
+            seq: last.seq + 1,
+            unix_ms: last.unix_ms + 10,
+            detail_json: serde_json::json!({
+                "event": "trip", "guard": "hash-new", "action": "fallback", "mode": "enforce",
+                "kind": "hard_fail", "outcome": "fallback", "at_ms": last.unix_ms + 10,
+                "condition": "hash_mismatches > 0",
+                "effect": "nothing to do: the run is running (fallback runbook)",
+                "summary": "install-core hash mismatches on new from 2 probes", "regions": [],
+            })
+            .to_string(),
+            ..last
+        });
+        let s = render_why(&r, &Zone::utc());
+        assert!(s.starts_with("run 7 fell back at "), "{s}");
+        assert!(s.contains("guard install-new (error_ratio > 0.5)"), "{s}");
     }
 
     #[test]
