@@ -77,7 +77,7 @@ pub enum Command {
     #[command(flatten)]
     Run(crate::operator::RunCommand),
     /// Run everything on loopback and migrate a stand-in Elm registry twice: once to the end,
-    /// once with a fault on the new site and the fallback taken by hand.
+    /// once with a fault on the new site that the guards answer with the automatic fallback.
     ///
     /// Starts an authoritative DNS server (changed by the engine through its rfc2136 provider),
     /// a caching resolver per region, old and new stand-in registries, the coordinator and three
