@@ -104,9 +104,9 @@ struct GuardArgs {
     /// `[plan] tick`.
     #[arg(long, default_value = "250ms")]
     tick: String,
-    /// Threshold of `error_ratio > X`.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f64,
+    /// The guard's `condition` (on `install-core`, target new).
+    #[arg(long, default_value = "error_ratio > 0.5")]
+    condition: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -564,7 +564,7 @@ id = "{GUARD}"
 source = "probe"
 check = "{CHECK}"
 target = "new"
-condition = "error_ratio > {threshold}"
+condition = "{condition}"
 action = "fallback"
 armed_from = "soak"
 {guard_fields}
@@ -585,7 +585,7 @@ kind = "dns"
 set = "old"
 "#,
         check = check_toml(world, w),
-        threshold = g.threshold,
+        condition = g.condition,
     );
     let path = dir.join("plan.toml");
     std::fs::write(&path, text)?;
