@@ -1,10 +1,12 @@
 //! The evidence task: folds committed results into the windows, counts them
-//! in Prometheus counters, and refreshes the window gauges once a second.
+//! in Prometheus counters, and refreshes the window gauges once a second
+//! (with the earliest certificate expiry per series, kept here: the windows
+//! hold no tls details).
 //!
 //! It is the only place results meet the [`Aggregator`]; sessions never touch
 //! it, so the hot path holds no lock shared by all sessions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +135,72 @@ type ByTarget = [Option<Box<SeriesMetrics>>; 4];
 #[derive(Default)]
 struct Handles {
     by_region: HashMap<Arc<str>, HashMap<String, ByTarget>>,
+    /// Per region: the newest result's time (ms) and its gauge.
+    last_result: HashMap<Arc<str>, (i64, metrics::Gauge)>,
+}
+
+impl Handles {
+    /// Moves the region's newest-result time forward (never back: a backlog
+    /// replayed after a reconnect is older than what came live).
+    fn last_result(&mut self, region: &Arc<str>, at_ms: i64) {
+        let (newest, gauge) = self.last_result.entry(region.clone()).or_insert_with(|| {
+            (
+                i64::MIN,
+                metrics::gauge!(m::REGION_LAST_RESULT, label::REGION => region.to_string()),
+            )
+        });
+        if at_ms > *newest {
+            *newest = at_ms;
+            gauge.set(at_ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// How far back certificate expiries count (or the window, if longer). Longer
+/// than the window because tls checks run every few minutes: over a 60 s
+/// window most regions would have no tls result most of the time, and the
+/// gauge would flicker. A renewed certificate shows within this time.
+const CERT_HORIZON_SECS: i64 = 3600;
+
+/// The earliest certificate `not_after` per (check, target, region) among the
+/// tls results of the last [`CERT_HORIZON_SECS`]. Per series it keeps the
+/// earliest per second of result time, so it holds at most one entry per
+/// second however many probes report, and the minimum is one pass a second.
+#[derive(Default)]
+struct CertExpiry {
+    by_series: HashMap<SeriesKey, BTreeMap<i64, i64>>,
+}
+
+impl CertExpiry {
+    /// Notes the tls results of one (check, target) group.
+    fn add(&mut self, region: &str, check: &str, target: v1::Target, results: &[(i64, i64)]) {
+        if results.is_empty() {
+            return;
+        }
+        let key = SeriesKey {
+            check: check.to_string(),
+            target: target.label(),
+            region: region.to_string(),
+        };
+        let secs = self.by_series.entry(key).or_default();
+        for &(at_ms, not_after) in results {
+            let earliest = secs.entry(at_ms.div_euclid(1000)).or_insert(not_after);
+            *earliest = (*earliest).min(not_after);
+        }
+    }
+
+    /// Sets the gauges for the horizon ending at `now_ms`; a series without a
+    /// tls result left in it reads NaN and is forgotten.
+    fn export(&mut self, now_ms: i64, window_secs: i64) {
+        let oldest = now_ms.div_euclid(1000) - window_secs.max(CERT_HORIZON_SECS) + 1;
+        self.by_series.retain(|key, secs| {
+            *secs = secs.split_off(&oldest);
+            let earliest = secs.values().min().copied();
+            metrics::gauge!(m::TLS_CERT_EXPIRY, &series_labels(key))
+                .set(earliest.map_or(f64::NAN, |s| s as f64));
+            earliest.is_some()
+        });
+    }
 }
 
 impl Handles {
@@ -211,10 +279,24 @@ fn count(h: &mut SeriesMetrics, results: &[&v1::CheckResult]) {
 }
 
 /// Counts a committed batch and folds it into the windows.
-fn fold(c: &Committed, handles: &mut Handles, windows: &Windows) {
+fn fold(c: &Committed, handles: &mut Handles, certs: &mut CertExpiry, windows: &Windows) {
     let groups = group(&c.results);
+    let at = |r: &v1::CheckResult| at_ms(r, c.received_unix_ms, c.skew_ms);
     for (check, target, results) in &groups {
         count(handles.series(&c.region, check, *target), results);
+        let tls: Vec<(i64, i64)> = results
+            .iter()
+            .filter_map(|r| match &r.detail {
+                Some(v1::check_result::Detail::Tls(t)) if t.not_after_unix > 0 => {
+                    Some((at(r), t.not_after_unix))
+                }
+                _ => None,
+            })
+            .collect();
+        certs.add(&c.region, check, *target, &tls);
+    }
+    if let Some(newest) = c.results.iter().map(at).max() {
+        handles.last_result(&c.region, newest);
     }
     let now = now_ms();
     let mut agg = lock(windows);
@@ -224,9 +306,7 @@ fn fold(c: &Committed, handles: &mut Handles, windows: &Windows) {
             &c.region,
             check,
             *target,
-            results
-                .iter()
-                .map(|r| (at_ms(r, c.received_unix_ms, c.skew_ms), *r)),
+            results.iter().map(|r| (at(r), *r)),
             now,
         );
     }
@@ -297,15 +377,21 @@ pub async fn run(windows: Windows, mut rx: mpsc::Receiver<Committed>, shutdown: 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut exported = Exported::default();
     let mut handles = Handles::default();
+    let mut certs = CertExpiry::default();
     loop {
         tokio::select! {
             c = rx.recv() => {
                 let Some(c) = c else { break };
-                fold(&c, &mut handles, &windows);
+                fold(&c, &mut handles, &mut certs, &windows);
             }
             _ = tick.tick() => {
-                let snapshot = lock(&windows).snapshot(now_ms());
+                let now = now_ms();
+                let (snapshot, window_secs) = {
+                    let mut agg = lock(&windows);
+                    (agg.snapshot(now), i64::from(agg.window_secs()))
+                };
                 export(&snapshot, &mut exported);
+                certs.export(now, window_secs);
             }
             () = shutdown.cancelled() => break,
         }
@@ -365,6 +451,122 @@ mod tests {
             "only the result inside the window counts"
         );
         assert_eq!(snap.series[0].key.region, "asia");
+    }
+
+    /// The value of `series` (as rendered) in a scrape.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn fold_keeps_the_earliest_certificate_and_the_newest_result_per_region() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let now = now_ms();
+        let tls = |seq: u64, target: v1::Target, not_after: i64, started: i64| v1::CheckResult {
+            seq,
+            check_id: "cert".into(),
+            target: target as i32,
+            outcome: v1::Outcome::Success as i32,
+            started_unix_ms: started,
+            duration_us: 1_000,
+            detail: Some(v1::check_result::Detail::Tls(v1::TlsDetail {
+                valid: true,
+                not_after_unix: not_after,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let batch = |probe: &str, region: &str, results: Vec<v1::CheckResult>| Committed {
+            probe: Arc::from(probe),
+            region: Arc::from(region),
+            received_unix_ms: now,
+            skew_ms: 0,
+            results,
+        };
+        let expiry = |target: &str, region: &str| {
+            format!(
+                "cutover_tls_cert_expiry_timestamp_seconds{{check=\"cert\",target=\"{target}\",region=\"{region}\"}}"
+            )
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let windows: Windows = Arc::new(Mutex::new(Aggregator::new(60)));
+            let mut handles = Handles::default();
+            let mut certs = CertExpiry::default();
+            let mut fold = |c: Committed| fold(&c, &mut handles, &mut certs, &windows);
+            // Two probes in eu see two certificates on new: the earlier expiry counts.
+            fold(batch(
+                "p1",
+                "eu",
+                vec![
+                    tls(1, v1::Target::New, 2_000_000_000, now - 5_000),
+                    tls(2, v1::Target::New, 1_900_000_000, now - 3_000),
+                    tls(3, v1::Target::Old, 1_800_000_000, now - 3_000),
+                ],
+            ));
+            fold(batch(
+                "p2",
+                "eu",
+                vec![tls(1, v1::Target::New, 2_100_000_000, now - 1_000)],
+            ));
+            // A backlog from two hours ago: outside the horizon, and it does
+            // not move the region's newest result back.
+            fold(batch(
+                "p3",
+                "eu",
+                vec![tls(1, v1::Target::New, 1_000_000_000, now - 7_200_000)],
+            ));
+            // A failed handshake without a certificate says nothing about expiry.
+            let mut failed = tls(1, v1::Target::New, 0, now - 1_000);
+            failed.outcome = v1::Outcome::Failure as i32;
+            fold(batch("p4", "asia", vec![failed]));
+            certs.export(now, 60);
+        });
+        let text = handle.render();
+        assert_eq!(
+            value(&text, &expiry("new", "eu")),
+            Some(1_900_000_000.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, &expiry("old", "eu")),
+            Some(1_800_000_000.0),
+            "{text}"
+        );
+        assert_eq!(value(&text, &expiry("new", "asia")), None, "{text}");
+        let eu = value(
+            &text,
+            "cutover_region_last_result_timestamp_seconds{region=\"eu\"}",
+        )
+        .expect("eu's newest result");
+        assert!(
+            (eu - (now - 999) as f64 / 1000.0).abs() < 0.01,
+            "the newest eu result ended at now - 999 ms: {eu}"
+        );
+        assert!(
+            value(
+                &text,
+                "cutover_region_last_result_timestamp_seconds{region=\"asia\"}"
+            )
+            .is_some(),
+            "{text}"
+        );
+
+        // An hour later no tls result is left: the gauges read NaN.
+        metrics::with_local_recorder(&recorder, || {
+            let mut certs = CertExpiry::default();
+            certs.add("eu", "cert", v1::Target::New, &[(now, 1_900_000_000)]);
+            certs.export(now, 60);
+            assert_eq!(certs.by_series.len(), 1);
+            certs.export(now + 3_600_000, 60);
+            assert!(certs.by_series.is_empty(), "forgotten once reported as NaN");
+        });
+        let text = handle.render();
+        assert!(
+            value(&text, &expiry("new", "eu")).is_some_and(f64::is_nan),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Every metric the coordinator exports: names as constants, described once,
 //! and the Prometheus exporter that serves them at `/metrics`.
 //!
-//! Labels come only from {check, target, region, guard, step, outcome, phase}:
-//! never a probe id or a URL, so cardinality stays bounded however many
-//! volunteers enrol (DESIGN §7). Dashboards and alert rules use these names.
+//! Labels come only from {check, target, region, guard, step, outcome, phase},
+//! plus `version` on [`BUILD_INFO`] and [`PROBE_VERSIONS`]: never a probe id
+//! or a URL, so cardinality stays bounded however many volunteers enrol
+//! (DESIGN §7). Dashboards and alert rules use these names.
 
 use std::net::SocketAddr;
 
@@ -42,6 +43,19 @@ pub const WINDOW_LATENCY_P95: &str = "cutover_window_latency_p95_seconds";
 pub const DNS_ANSWER_SHARE: &str = "cutover_dns_answer_share";
 /// `cutover_dns_ttl_remaining_seconds{check,region}`: highest remaining TTL among the latest answers.
 pub const DNS_TTL_REMAINING: &str = "cutover_dns_ttl_remaining_seconds";
+/// `cutover_tls_cert_expiry_timestamp_seconds{check,target,region}`: the
+/// earliest certificate `not_after` (Unix seconds) among the `tls` results of
+/// the last hour (or the window, if longer: tls checks run every few minutes);
+/// NaN once no `tls` result is left in that time.
+pub const TLS_CERT_EXPIRY: &str = "cutover_tls_cert_expiry_timestamp_seconds";
+/// `cutover_region_last_result_timestamp_seconds{region}`: when the newest
+/// result ingested from the region happened (Unix seconds, coordinator clock).
+pub const REGION_LAST_RESULT: &str = "cutover_region_last_result_timestamp_seconds";
+/// `cutover_probe_versions{version}`: connected probes per probe software
+/// version (from their Hello). `version` is the one label outside the fixed
+/// set, as on [`BUILD_INFO`]: releases are few, and the coordinator keeps
+/// only short version-like strings (anything else counts as `other`).
+pub const PROBE_VERSIONS: &str = "cutover_probe_versions";
 /// `cutover_store_commit_duration_seconds`: one group commit.
 pub const STORE_COMMIT_DURATION: &str = "cutover_store_commit_duration_seconds";
 /// `cutover_store_commit_batches`: batches per group commit.
@@ -53,6 +67,14 @@ pub const PLAN_STEP_ACTIVE: &str = "cutover_plan_step_active";
 /// `cutover_plan_run_state{outcome}`: 1 for the latest plan run's state
 /// (`running`, `paused`, `waiting_approval`, `done`, `failed`, `aborted`, `fell_back`), 0 for the others.
 pub const PLAN_RUN_STATE: &str = "cutover_plan_run_state";
+/// `cutover_plan_fallback_active`: 1 while the latest plan run executes its
+/// fallback runbook and has not finished (running, paused or waiting for
+/// approval on that runbook), else 0.
+pub const PLAN_FALLBACK_ACTIVE: &str = "cutover_plan_fallback_active";
+/// `cutover_plan_step_deadline_timestamp_seconds{step}`: when the active step's
+/// limit ends (its `timeout`, a wait's `max` or duration, a soak's duration),
+/// Unix seconds; 0 while the step has no limit or is not active.
+pub const PLAN_STEP_DEADLINE: &str = "cutover_plan_step_deadline_timestamp_seconds";
 /// `cutover_guard_verdict{guard,region}`: the region's latest verdict:
 /// 0 `PASS`, 1 `FAIL`, -1 `NO_EVIDENCE` (non-probe sources use region `global`).
 pub const GUARD_VERDICT: &str = "cutover_guard_verdict";
@@ -63,6 +85,13 @@ pub const GUARD_VALUE: &str = "cutover_guard_value";
 pub const GUARD_FAILING_REGIONS: &str = "cutover_guard_failing_regions";
 /// `cutover_guard_tripped{guard}`: 1 once the guard tripped in the current run (it stays tripped), else 0.
 pub const GUARD_TRIPPED: &str = "cutover_guard_tripped";
+/// `cutover_guard_threshold{guard}`: the threshold of the guard's condition, in
+/// the unit of [`GUARD_VALUE`] (set when the guard is armed).
+pub const GUARD_THRESHOLD: &str = "cutover_guard_threshold";
+/// `cutover_status_page_indicator{guard}`: a `status_page` guard's latest
+/// reading as a rank (0 none, 1 minor, 2 maintenance, 3 major, 4 critical);
+/// NaN while the page cannot be read or the guard is not armed.
+pub const STATUS_PAGE_INDICATOR: &str = "cutover_status_page_indicator";
 /// `cutover_guard_trips_total{guard,outcome}`: trips, by the action taken
 /// (`fallback`, `pause`, `alert`, `shadow`).
 pub const GUARD_TRIPS: &str = "cutover_guard_trips_total";
@@ -85,6 +114,24 @@ pub mod label {
     pub const STEP: &str = "step";
     /// Guard id from the plan.
     pub const GUARD: &str = "guard";
+    /// Software version ([`super::BUILD_INFO`], [`super::PROBE_VERSIONS`]).
+    pub const VERSION: &str = "version";
+}
+
+/// The `version` label for a probe's self-reported version: kept when it looks
+/// like a release (at most 32 characters of letters, digits and `.-+_`),
+/// `other` otherwise, so a probe cannot grow the label set with arbitrary text.
+pub fn probe_version_label(version: &str) -> String {
+    let ok = !version.is_empty()
+        && version.len() <= 32
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'));
+    if ok {
+        version.to_string()
+    } else {
+        "other".to_string()
+    }
 }
 
 /// Reasons used as `outcome` on [`REJECTED_MESSAGES`].
@@ -178,7 +225,7 @@ pub fn install(addr: SocketAddr) -> Result<SocketAddr, MetricsError> {
         .map_err(|e| exporter_err(&e))?;
     builder.install().map_err(|e| exporter_err(&e))?;
     describe();
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(BUILD_INFO, label::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(addr)
 }
 
@@ -244,6 +291,17 @@ pub fn describe() {
         Unit::Seconds,
         "Highest remaining TTL among probes' latest system resolver answers."
     );
+    describe_gauge!(
+        TLS_CERT_EXPIRY,
+        Unit::Seconds,
+        "Earliest certificate not_after (Unix time) among the tls results of the last hour."
+    );
+    describe_gauge!(
+        REGION_LAST_RESULT,
+        Unit::Seconds,
+        "Unix time of the newest result ingested from the region."
+    );
+    describe_gauge!(PROBE_VERSIONS, "Connected probes per probe version.");
     describe_histogram!(
         STORE_COMMIT_DURATION,
         Unit::Seconds,
@@ -263,6 +321,15 @@ pub fn describe() {
         "1 for the latest plan run's state (outcome label), 0 for the others."
     );
     describe_gauge!(
+        PLAN_FALLBACK_ACTIVE,
+        "1 while the latest plan run executes its fallback runbook, else 0."
+    );
+    describe_gauge!(
+        PLAN_STEP_DEADLINE,
+        Unit::Seconds,
+        "Unix time when the active step's timeout, wait or soak ends; 0 without one."
+    );
+    describe_gauge!(
         GUARD_VERDICT,
         "Latest verdict of a guard in a region: 0 PASS, 1 FAIL, -1 NO_EVIDENCE."
     );
@@ -278,6 +345,14 @@ pub fn describe() {
         GUARD_TRIPPED,
         "1 once the guard tripped in the current plan run, else 0."
     );
+    describe_gauge!(
+        GUARD_THRESHOLD,
+        "The threshold of a guard's condition, in the unit of cutover_guard_value."
+    );
+    describe_gauge!(
+        STATUS_PAGE_INDICATOR,
+        "A status page guard's latest indicator: 0 none, 1 minor, 2 maintenance, 3 major, 4 critical."
+    );
     describe_counter!(
         GUARD_TRIPS,
         "Guard trips, by the action taken (fallback, pause, alert, shadow)."
@@ -291,4 +366,19 @@ pub fn describe() {
 /// Counts a rejected call/message/result.
 pub fn rejected(reason: &'static str) {
     metrics::counter!(REJECTED_MESSAGES, label::OUTCOME => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_versions_keep_release_like_strings_only() {
+        for v in ["0.3.0", "1.2.3-rc.1+build_7", "v2"] {
+            assert_eq!(probe_version_label(v), v);
+        }
+        for v in ["", "0.3.0 (linux)", "{\"x\":1}", &"9".repeat(33), "ünïcode"] {
+            assert_eq!(probe_version_label(v), "other", "{v:?}");
+        }
+    }
 }

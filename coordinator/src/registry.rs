@@ -89,10 +89,13 @@ impl Registry {
         if let Some(old) = live.cancel.replace(cancel.clone()) {
             old.cancel();
         }
-        if !live.connected {
+        if live.connected {
+            version_gauge(&live.version).decrement(1.0);
+        } else {
             metrics::gauge!(m::PROBES_CONNECTED, m::label::REGION => region.to_string())
                 .increment(1.0);
         }
+        version_gauge(version).increment(1.0);
         live.connected = true;
         live.session = session;
         live.last_seen_unix_ms = now_ms;
@@ -132,6 +135,7 @@ impl Registry {
         live.last_seen_unix_ms = now_ms;
         metrics::gauge!(m::PROBES_CONNECTED, m::label::REGION => live.region.clone())
             .decrement(1.0);
+        version_gauge(&live.version).decrement(1.0);
         true
     }
 
@@ -169,6 +173,11 @@ impl Registry {
     }
 }
 
+/// `cutover_probe_versions{version}` for a probe's self-reported version.
+fn version_gauge(version: &str) -> metrics::Gauge {
+    metrics::gauge!(m::PROBE_VERSIONS, m::label::VERSION => m::probe_version_label(version))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +200,37 @@ mod tests {
         assert_eq!(r.connected_per_region().get("asia"), Some(&1));
         assert!(r.end(&b, 4));
         assert_eq!(r.connected_per_region().get("asia"), None);
+    }
+
+    #[test]
+    fn connected_probes_are_counted_per_version() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let r = Registry::default();
+            let root = CancellationToken::new();
+            let a = r.begin("a", "asia", "0.3.0", "x", &root, 1);
+            let _b = r.begin("b", "eu", "0.3.0", "x", &root, 1);
+            let _c = r.begin("c", "eu", "0.2.1", "x", &root, 1);
+            // a reconnects after an upgrade: the old session is replaced.
+            let a2 = r.begin("a", "asia", "0.4.0", "y", &root, 2);
+            assert!(!r.end(&a, 3));
+            let _d = r.begin("d", "us", "made up {by a probe}", "x", &root, 3);
+            let text = handle.render();
+            for line in [
+                "cutover_probe_versions{version=\"0.3.0\"} 1",
+                "cutover_probe_versions{version=\"0.2.1\"} 1",
+                "cutover_probe_versions{version=\"0.4.0\"} 1",
+                "cutover_probe_versions{version=\"other\"} 1",
+            ] {
+                assert!(text.contains(line), "{line:?} missing from:\n{text}");
+            }
+            assert!(r.end(&a2, 4));
+            let text = handle.render();
+            assert!(
+                text.contains("cutover_probe_versions{version=\"0.4.0\"} 0"),
+                "{text}"
+            );
+        });
     }
 }

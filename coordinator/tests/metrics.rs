@@ -86,8 +86,14 @@ async fn metrics_after_ingestion() {
     ])
     .await;
     assert_eq!(s.ack().await, 4);
-    s.send(vec![result(4, "home", v1::Target::Old)]).await;
-    assert_eq!(s.ack().await, 4);
+    let mut tls = result(5, "home", v1::Target::Old);
+    tls.detail = Some(v1::check_result::Detail::Tls(v1::TlsDetail {
+        valid: true,
+        not_after_unix: 1_900_000_000,
+        ..Default::default()
+    }));
+    s.send(vec![result(4, "home", v1::Target::Old), tls]).await;
+    assert_eq!(s.ack().await, 5);
     let _ = open(srv.probe, "cutover_wrong").await;
 
     // Window gauges refresh once a second.
@@ -112,6 +118,9 @@ async fn metrics_after_ingestion() {
         m::DNS_ANSWER_SHARE,
         m::DNS_TTL_REMAINING,
         m::STORE_COMMIT_DURATION,
+        m::TLS_CERT_EXPIRY,
+        m::REGION_LAST_RESULT,
+        m::PROBE_VERSIONS,
     ] {
         assert!(
             text.contains(&format!("# TYPE {name} ")),
@@ -130,6 +139,9 @@ async fn metrics_after_ingestion() {
         "cutover_dns_ttl_remaining_seconds{check=\"www\",region=\"asia\"} 120",
         "cutover_check_duration_seconds_bucket{check=\"home\",target=\"new\",region=\"asia\",le=\"0.025\"} 2",
         "cutover_http_phase_duration_seconds_count{check=\"home\",target=\"new\",region=\"asia\",phase=\"tls\"} 1",
+        "cutover_tls_cert_expiry_timestamp_seconds{check=\"home\",target=\"old\",region=\"asia\"} 1900000000",
+        "cutover_probe_versions{version=\"0.1.0-test\"} 1",
+        "cutover_region_last_result_timestamp_seconds{region=\"asia\"} ",
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }

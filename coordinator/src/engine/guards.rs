@@ -403,6 +403,8 @@ impl Watcher {
             let should = w.is_armed(g);
             if should && !w.armed.contains_key(&g.id) {
                 tracing::info!(run = w.run_id, guard = %g.id, from = %g.armed_from, "guard armed");
+                metrics::gauge!(m::GUARD_THRESHOLD, m::label::GUARD => g.id.clone())
+                    .set(g.condition.threshold);
                 let (reading, poller) = if g.is_probe() {
                     (None, None)
                 } else {
@@ -650,6 +652,18 @@ fn publish(guard: &str, t: &Tick, tripped: bool) {
     });
 }
 
+/// `cutover_status_page_indicator{guard}` for a status page guard's reading:
+/// the rank, or NaN when unknown (unreadable, or nobody reads it any more).
+fn indicator_gauge(guard: &Guard, read: Option<&Result<f64, String>>) {
+    if matches!(guard.source, GuardSource::StatusPage { .. }) {
+        let rank = match read {
+            Some(Ok(v)) => *v,
+            _ => f64::NAN,
+        };
+        metrics::gauge!(m::STATUS_PAGE_INDICATOR, m::label::GUARD => guard.id.clone()).set(rank);
+    }
+}
+
 /// Reads a non-probe source every `guard.interval` until `stop`.
 fn spawn_poller(
     sources: Arc<dyn SourceReader>,
@@ -664,19 +678,23 @@ fn spawn_poller(
                 r = tokio::time::timeout(guard.interval.max(Duration::from_secs(1)), sources.read(&plan, &guard.source)) => {
                     r.unwrap_or_else(|_| Err(format!("no answer within {}", plan::human_duration(guard.interval.max(Duration::from_secs(1))))))
                 }
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             };
             if let Err(e) = &read {
                 tracing::debug!(guard = %guard.id, error = %e, "guard source unreadable");
             }
+            indicator_gauge(&guard, Some(&read));
             if let Ok(mut r) = reading.lock() {
                 *r = Some((now_ms(), read));
             }
             tokio::select! {
                 () = tokio::time::sleep(guard.interval) => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             }
         }
+        // Disarmed: a page nobody watches has no known state (and a stale
+        // "major" must not keep CutoverProviderDegraded firing).
+        indicator_gauge(&guard, None);
     });
 }
 
@@ -762,6 +780,12 @@ mod tests {
             publish("install-new", &tick, true);
             metrics::counter!(m::GUARD_TRIPS, m::label::GUARD => "install-new", m::label::OUTCOME => "fallback").increment(1);
             metrics::counter!(m::ALERTS, m::label::OUTCOME => "sent").increment(2);
+            // Set by the watcher (arm, pollers) and the run task; here for the exposition.
+            metrics::gauge!(m::GUARD_THRESHOLD, m::label::GUARD => "install-new").set(0.5);
+            metrics::gauge!(m::STATUS_PAGE_INDICATOR, m::label::GUARD => "provider").set(3.0);
+            metrics::gauge!(m::STATUS_PAGE_INDICATOR, m::label::GUARD => "cdn").set(f64::NAN);
+            metrics::gauge!(m::PLAN_FALLBACK_ACTIVE).set(1.0);
+            metrics::gauge!(m::PLAN_STEP_DEADLINE, m::label::STEP => "soak").set(1.8e9);
         });
         let text = handle.render();
         for line in [
@@ -774,6 +798,11 @@ mod tests {
             "cutover_guard_tripped{guard=\"install-new\"} 1",
             "cutover_guard_trips_total{guard=\"install-new\",outcome=\"fallback\"} 1",
             "cutover_alerts_total{outcome=\"sent\"} 2",
+            "cutover_guard_threshold{guard=\"install-new\"} 0.5",
+            "cutover_status_page_indicator{guard=\"provider\"} 3",
+            "cutover_status_page_indicator{guard=\"cdn\"} NaN",
+            "cutover_plan_fallback_active 1",
+            "cutover_plan_step_deadline_timestamp_seconds{step=\"soak\"} 1800000000",
         ] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }

@@ -284,8 +284,16 @@ impl Engine {
         let e = self
             .journal(move |j| j.append(run, entry, update, now_ms()))
             .await?;
-        if let Some(s) = update.state {
-            state_gauge(s);
+        if update.state.is_some() || update.direction.is_some() {
+            // The gauges need the direction too, which the update may leave as it was.
+            match self.journal(move |j| j.run(run)).await {
+                Ok(Some(r)) => run_gauges(&r),
+                _ => {
+                    if let Some(s) = update.state {
+                        state_gauge(s);
+                    }
+                }
+            }
         }
         Ok(e)
     }
@@ -322,7 +330,7 @@ impl Engine {
     pub async fn resume_unfinished(&self) -> Result<Option<u64>, EngineError> {
         let runs = self.journal(|j| j.runs()).await?;
         if let Some(latest) = runs.last() {
-            state_gauge(latest.state);
+            run_gauges(latest);
         }
         let Some(run) = runs.iter().rev().find(|r| !r.state.is_finished()) else {
             return Ok(None);
@@ -393,7 +401,7 @@ impl Engine {
         let run = self
             .journal(move |j| j.create_run(&path, &text, now_ms(), note))
             .await?;
-        state_gauge(run.state);
+        run_gauges(&run);
         tracing::info!(run = run.id, plan = %run.plan_path.display(), "plan run started");
         self.spawn(run.id);
         Ok((run, warnings))
@@ -884,6 +892,9 @@ impl Engine {
     }
 
     fn set_live(&self, live: Option<Live>) {
+        if let Some(l) = &live {
+            deadline_gauge(&l.step_id, l.deadline_ms);
+        }
         if let Ok(mut l) = self.inner.live.lock() {
             *l = live;
         }
@@ -893,7 +904,11 @@ impl Engine {
         if let Ok(mut l) = self.inner.live.lock()
             && let Some(live) = l.as_mut()
         {
+            let before = live.deadline_ms;
             f(live);
+            if live.deadline_ms != before {
+                deadline_gauge(&live.step_id, live.deadline_ms);
+            }
         }
     }
 
@@ -1036,6 +1051,7 @@ impl Engine {
             () = self.changed_elsewhere(run), if interruptible => steps::StepResult::Interrupted,
         };
         active.set(0.0);
+        deadline_gauge(&step.id, None);
         if let Ok(mut c) = self.inner.current.lock() {
             *c = None;
         }
@@ -1199,6 +1215,23 @@ fn state_gauge(state: RunState) {
             0.0
         });
     }
+}
+
+/// The run gauges of the latest run: its state, and whether it executes its
+/// fallback runbook (not finished yet).
+fn run_gauges(run: &RunRecord) {
+    state_gauge(run.state);
+    let fallback = run.direction == Direction::Fallback && !run.state.is_finished();
+    metrics::gauge!(m::PLAN_FALLBACK_ACTIVE).set(if fallback { 1.0 } else { 0.0 });
+}
+
+/// When the step's limit ends, in Unix seconds; 0 without one.
+fn deadline_gauge(step: &str, deadline_ms: Option<i64>) {
+    if step.is_empty() {
+        return;
+    }
+    metrics::gauge!(m::PLAN_STEP_DEADLINE, m::label::STEP => step.to_string())
+        .set(deadline_ms.map_or(0.0, |d| d as f64 / 1000.0));
 }
 
 /// A trip note whose guard paused the run or switched it to the fallback runbook.

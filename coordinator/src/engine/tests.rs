@@ -1496,6 +1496,10 @@ async fn guards_arm_when_their_step_starts_and_log_only_changes() {
 
 #[tokio::test]
 async fn a_status_page_guard_trips_and_the_run_falls_back_on_its_own() {
+    // A current-thread runtime: the watcher and its poller record on this thread's recorder.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
     let rig = Rig::new(false);
     rig.ev.set(1.0, 25);
     *rig.sources.value.lock().unwrap() = Some(Ok(1.0)); // minor
@@ -1508,6 +1512,17 @@ async fn a_status_page_guard_trips_and_the_run_falls_back_on_its_own() {
     assert_eq!(
         e.status(0).await.unwrap().unwrap().run.state,
         RunState::Running
+    );
+    let t = scrape.render();
+    assert_eq!(
+        gauge(&t, "cutover_status_page_indicator{guard=\"provider\"}"),
+        Some(1.0),
+        "the page's latest reading (minor): {t}"
+    );
+    assert_eq!(
+        gauge(&t, "cutover_guard_threshold{guard=\"provider\"}"),
+        Some(3.0),
+        "indicator >= major: {t}"
     );
     *rig.sources.value.lock().unwrap() = Some(Ok(3.0)); // major
     let s = until_state(&e, RunState::FellBack).await;
@@ -1528,6 +1543,19 @@ async fn a_status_page_guard_trips_and_the_run_falls_back_on_its_own() {
         .expect("a FAIL verdict note");
     assert!(fail.seq < trips[0].seq);
     assert!(e.start(path, text, false).await.is_err());
+    // Disarmed with the fallback: nobody reads the page, its state is unknown.
+    let mut t = scrape.render();
+    for _ in 0..100 {
+        if gauge(&t, "cutover_status_page_indicator{guard=\"provider\"}").is_some_and(f64::is_nan) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        t = scrape.render();
+    }
+    assert!(
+        gauge(&t, "cutover_status_page_indicator{guard=\"provider\"}").is_some_and(f64::is_nan),
+        "{t}"
+    );
     watcher.abort();
 }
 
@@ -1802,4 +1830,100 @@ async fn a_probe_guard_trips_on_failures_from_a_quorum_of_regions_and_the_run_fa
     assert_eq!(regions[0]["samples"], 8);
     assert_eq!(regions[1]["samples"], 32);
     watcher.abort();
+}
+
+/// The value of the series `name_and_labels` (as rendered) in a scrape.
+fn gauge(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_run_gauges_show_the_fallback_runbook_and_the_active_steps_deadline() {
+    // A current-thread runtime: the engine's tasks record on this thread's recorder.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let rig = Rig::new(false);
+    rig.ev.set(1.0, 25);
+    let (e, _stop) = rig.engine();
+    let (path, text) = rig.plan(
+        r#"
+[[steps]]
+id = "soak"
+kind = "soak"
+duration = "1h"
+"#,
+        r#"
+[[fallback]]
+id = "hold"
+kind = "soak"
+duration = "2h"
+"#,
+    );
+    let (run, _) = e.start(path, text, false).await.unwrap();
+    until_step(&e, "soak").await;
+    let soon = |secs: f64| now_ms() as f64 / 1000.0 + secs;
+    let t = handle.render();
+    assert_eq!(gauge(&t, "cutover_plan_fallback_active"), Some(0.0), "{t}");
+    let soak = gauge(
+        &t,
+        "cutover_plan_step_deadline_timestamp_seconds{step=\"soak\"}",
+    )
+    .expect("the soak's deadline");
+    assert!(
+        (soak - soon(3600.0)).abs() < 30.0,
+        "the soak ends in an hour: {soak} vs now {}\n{t}",
+        soon(0.0)
+    );
+    // The dns step before it had a 10 minute timeout; it ended, so no deadline.
+    assert_eq!(
+        gauge(
+            &t,
+            "cutover_plan_step_deadline_timestamp_seconds{step=\"switch\"}"
+        ),
+        Some(0.0),
+        "{t}"
+    );
+
+    e.trip(guard_trip(
+        run.id,
+        plan::GuardAction::Fallback,
+        plan::GuardMode::Enforce,
+    ))
+    .await
+    .unwrap();
+    until_step(&e, "hold").await;
+    let t = handle.render();
+    assert_eq!(gauge(&t, "cutover_plan_fallback_active"), Some(1.0), "{t}");
+    assert_eq!(
+        gauge(&t, "cutover_plan_run_state{outcome=\"running\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(
+            &t,
+            "cutover_plan_step_deadline_timestamp_seconds{step=\"soak\"}"
+        ),
+        Some(0.0),
+        "the interrupted soak has no deadline any more: {t}"
+    );
+    let hold = gauge(
+        &t,
+        "cutover_plan_step_deadline_timestamp_seconds{step=\"hold\"}",
+    )
+    .expect("the fallback soak's deadline");
+    assert!((hold - soon(7200.0)).abs() < 30.0, "{hold}\n{t}");
+
+    // A paused fallback is still the fallback runbook; an aborted one is over.
+    e.pause().await.unwrap();
+    let t = handle.render();
+    assert_eq!(gauge(&t, "cutover_plan_fallback_active"), Some(1.0), "{t}");
+    e.abort("done by hand").await.unwrap();
+    let t = handle.render();
+    assert_eq!(gauge(&t, "cutover_plan_fallback_active"), Some(0.0), "{t}");
+    assert_eq!(
+        gauge(&t, "cutover_plan_run_state{outcome=\"aborted\"}"),
+        Some(1.0)
+    );
 }
