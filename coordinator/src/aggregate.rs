@@ -513,7 +513,8 @@ impl Aggregator {
                     && series.per_probe.values().any(|own| {
                         own.iter()
                             .rev()
-                            .any(|s| s.at_ms > from && s.at_ms <= now_ms)
+                            .find(|s| s.at_ms <= now_ms)
+                            .is_some_and(|s| s.at_ms > from)
                     })
             })
             .map(|(key, _)| key.region.clone())

@@ -14,6 +14,8 @@ use crate::config::TargetName;
 use crate::plan::{Guard, GuardAction, GuardMode, GuardSource, human_duration};
 
 mod region;
+#[cfg(test)]
+mod sim;
 mod summary;
 #[cfg(test)]
 mod tests;
