@@ -8,7 +8,10 @@
 //! whole arrangement wired together ([`cluster`]). Guards get their evidence
 //! and deliver their alerts through an alert receiver ([`alert_receiver`]), a
 //! Statuspage stand-in ([`statuspage`]) and a real Prometheus scraping a
-//! target the test controls ([`prometheus`]).
+//! target the test controls ([`prometheus`]). The operations kit is checked
+//! with the same pieces plus a real Alertmanager ([`alertmanager`]), a
+//! stand-in for the user's service metrics ([`production`]) and the
+//! dashboards' queries ([`dashboards`]).
 //!
 //! Every resource cleans itself up on drop, also when the test panics, and the
 //! logs of the processes are printed when it does.
@@ -16,13 +19,16 @@
 pub mod addr;
 pub mod admin;
 pub mod alert_receiver;
+pub mod alertmanager;
 pub mod bind;
 pub mod cluster;
+pub mod dashboards;
 pub mod http;
 pub mod journal;
 pub mod ops;
 pub mod poll;
 pub mod procs;
+pub mod production;
 pub mod prom;
 pub mod prometheus;
 pub mod registry;

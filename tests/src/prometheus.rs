@@ -4,10 +4,13 @@
 //! [`MetricsTarget`] serves `/metrics` in the text exposition format with
 //! gauges the test changes at will ("the new server's 5xx rate").
 //! [`Prometheus`] runs `/usr/bin/prometheus` (or `$PROMETHEUS_BIN`) with a
-//! temporary config that scrapes that target every second, its storage in the
-//! test's directory and its HTTP API on the test's own 127.x address (a free
-//! port: a system Prometheus on `*:9090` does not get in the way); it is
-//! killed on drop.
+//! temporary config that scrapes that target every second
+//! ([`Prometheus::start`]) or with a config the test wrote
+//! ([`Prometheus::start_with_config`], e.g. the shipped `deploy/prometheus/`
+//! one), its storage in the test's directory and its HTTP API on the test's
+//! own 127.x address (a free port: a system Prometheus on `*:9090` does not
+//! get in the way); it is killed on drop. Besides instant queries it answers
+//! range queries, label values and the alerts it holds, as JSON.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -145,11 +148,7 @@ impl Prometheus {
         block: &AddrBlock,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        // Nobody else uses the test's own address, so the port stays free
-        // between this probe bind and Prometheus's.
-        let addr = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .with_context(|| format!("finding a free port on {ip} for Prometheus"))?;
+        let addr = free_addr(ip)?;
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = dir.join("prometheus.yml");
         std::fs::write(
@@ -161,6 +160,23 @@ impl Prometheus {
                 list.join(", ")
             ),
         )?;
+        Self::start_with_config(bin, addr, &config, dir, block).await
+    }
+
+    /// Starts `bin` listening on `addr` (from [`free_addr`]; a config that
+    /// scrapes Prometheus itself needs the address before it starts) with
+    /// `config` as written (its relative `rule_files` and `file_sd_configs`
+    /// paths resolve against the config's folder) and storage under `dir`;
+    /// waits until `/-/ready` answers 200. A config Prometheus refuses ends
+    /// the process, and this fails with its log.
+    pub async fn start_with_config(
+        bin: &Path,
+        addr: SocketAddr,
+        config: &Path,
+        dir: &Path,
+        block: &AddrBlock,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -184,6 +200,11 @@ impl Prometheus {
         Ok(Prometheus { addr, proc })
     }
 
+    /// Its HTTP API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://IP:PORT`, the base URL a PromQL guard names.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -192,6 +213,97 @@ impl Prometheus {
     /// The process (for its logs).
     pub fn proc(&mut self) -> &mut Proc {
         &mut self.proc
+    }
+
+    /// The `data` of a successful answer of the HTTP API at `path` (path and
+    /// query string); an error answer (bad PromQL, unknown parameter) is an
+    /// error with Prometheus's message.
+    pub async fn api(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let reply = crate::http::send(
+            self.addr,
+            &crate::http::Req::get(&self.addr.ip().to_string(), path),
+        )
+        .await?;
+        let text = reply.text()?;
+        let mut v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("GET {path}: status {}: {text:?}", reply.status))?;
+        if v["status"] != "success" {
+            bail!(
+                "GET {path}: status {}: {}: {}",
+                reply.status,
+                v["errorType"].as_str().unwrap_or("error"),
+                v["error"].as_str().unwrap_or(&text)
+            );
+        }
+        Ok(v["data"].take())
+    }
+
+    /// A range query through `/api/v1/query_range` from `start` to `end`
+    /// (Unix seconds) every `step_secs`: the result's series, each with its
+    /// `metric` labels and `values` (an empty result is an empty list).
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step_secs: f64,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step_secs}",
+            percent_encode(promql)
+        );
+        let data = self.api(&path).await?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// An instant query at `time` (Unix seconds): the result's series or
+    /// samples, as JSON (an empty result is an empty list).
+    pub async fn query_at(
+        &self,
+        promql: &str,
+        time: f64,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let path = format!(
+            "/api/v1/query?query={}&time={time:.3}",
+            percent_encode(promql)
+        );
+        let data = self.api(&path).await?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The values of `label` among the series matching `selector` between
+    /// `start` and `end` (Unix seconds), sorted: what a Grafana variable
+    /// `label_values(selector, label)` offers.
+    pub async fn label_values(
+        &self,
+        label: &str,
+        selector: Option<&str>,
+        start: f64,
+        end: f64,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut path = format!(
+            "/api/v1/label/{}/values?start={start:.3}&end={end:.3}",
+            percent_encode(label)
+        );
+        if let Some(sel) = selector {
+            path.push_str(&format!("&match[]={}", percent_encode(sel)));
+        }
+        let data = self.api(&path).await?;
+        Ok(data
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The alerts Prometheus holds now (`/api/v1/alerts`): each with its
+    /// `labels`, `annotations` and `state` (`pending` or `firing`).
+    pub async fn alerts(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let data = self.api("/api/v1/alerts").await?;
+        Ok(data["alerts"].as_array().cloned().unwrap_or_default())
     }
 
     /// An instant query through `/api/v1/query`: the value of each series in
@@ -243,8 +355,17 @@ impl Prometheus {
     }
 }
 
+/// A free port on `ip` (which must be on `lo`) for a server started next.
+/// Nobody else uses the test's own address, so the port stays free between
+/// this bind and the server's.
+pub fn free_addr(ip: Ipv4Addr) -> anyhow::Result<SocketAddr> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .with_context(|| format!("finding a free port on {ip}"))
+}
+
 /// Percent-encodes a query-string value.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
