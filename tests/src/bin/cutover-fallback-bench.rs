@@ -681,6 +681,9 @@ async fn fault(args: &FaultArgs) -> anyhow::Result<bool> {
     );
     println!();
 
+    // The probes have just started: let the first run's window fill with
+    // results, as it will be before every later trial.
+    tokio::time::sleep(settle).await;
     let mut trials: Vec<Trial> = Vec::new();
     let mut failures = 0usize;
     let mut force = false;
