@@ -13,7 +13,9 @@
 //!   `dashboards/` (template variables substituted as Grafana would) returns
 //!   data over the test's time span;
 //! - `CutoverFallbackTriggered` fires in Prometheus, and Alertmanager delivers
-//!   it to the webhook receiver (and, being critical, to Slack).
+//!   it to the webhook receiver and, being critical, to Slack; the coordinator's
+//!   own `CutoverGuardTripped` reaches the webhook through the same
+//!   Alertmanager; the warning `CutoverRunFellBack` reaches the webhook only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ const NORMAL_TTL: u32 = 12;
 const GUARD: &str = "install-new";
 /// The Prometheus alert for a fallback (deploy/prometheus/rules/cutover.yml).
 const FALLBACK_ALERT: &str = "CutoverFallbackTriggered";
+/// The Prometheus alert (a warning) once the run has fallen back.
+const FELL_BACK_ALERT: &str = "CutoverRunFellBack";
 /// The alert the coordinator sends Alertmanager itself when a guard trips.
 const COORDINATOR_ALERT: &str = "CutoverGuardTripped";
 /// The scrape job of the user's service, as in prometheus.yml's commented example.
@@ -541,12 +545,12 @@ async fn check_all_dashboards(prom: &Prometheus, start: f64) -> (usize, Vec<Stri
 }
 
 /// True if an Alertmanager webhook body (`{"alerts": [...]}`) holds a firing
-/// `alertname` for [`GUARD`].
-fn webhook_fires(body: &Value, alertname: &str) -> bool {
+/// `alertname` (for `guard`, when given).
+fn webhook_fires(body: &Value, alertname: &str, guard: Option<&str>) -> bool {
     body["alerts"].as_array().is_some_and(|alerts| {
         alerts.iter().any(|a| {
             a["labels"]["alertname"] == alertname
-                && a["labels"]["guard"] == GUARD
+                && guard.is_none_or(|g| a["labels"]["guard"] == g)
                 && a["status"] == "firing"
         })
     })
@@ -687,7 +691,7 @@ async fn every_dashboard_query_has_data_and_the_fallback_alert_reaches_the_webho
     assert_eq!(firing["labels"]["severity"], "critical", "{firing:#}");
     // … and Alertmanager delivers it to the webhook and, critical, to Slack.
     rx.wait_for_json(AM_WEBHOOK_PATH, Duration::from_secs(30), |b| {
-        webhook_fires(b, FALLBACK_ALERT)
+        webhook_fires(b, FALLBACK_ALERT, Some(GUARD))
     })
     .await
     .unwrap();
@@ -717,7 +721,13 @@ async fn every_dashboard_query_has_data_and_the_fallback_alert_reaches_the_webho
     assert!(slack.contains("[CRITICAL]"), "{slack}");
     // The coordinator's own alert went through the same Alertmanager.
     rx.wait_for_json(AM_WEBHOOK_PATH, Duration::from_secs(30), |b| {
-        webhook_fires(b, COORDINATOR_ALERT)
+        webhook_fires(b, COORDINATOR_ALERT, Some(GUARD))
+    })
+    .await
+    .unwrap();
+    // The run fell back: a warning, for the webhook only.
+    rx.wait_for_json(AM_WEBHOOK_PATH, Duration::from_secs(30), |b| {
+        webhook_fires(b, FELL_BACK_ALERT, None)
     })
     .await
     .unwrap();
@@ -737,4 +747,16 @@ async fn every_dashboard_query_has_data_and_the_fallback_alert_reaches_the_webho
         failures.join("\n")
     );
     assert!(run >= 40, "only {run} queries found in dashboards/");
+    // By now Alertmanager has had many group intervals to send the warning
+    // to Slack, had it routed it there.
+    let to_slack: Vec<String> = rx
+        .posts_to(AM_SLACK_PATH)
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.body).into_owned())
+        .filter(|b| b.contains(FELL_BACK_ALERT))
+        .collect();
+    assert!(
+        to_slack.is_empty(),
+        "a warning reached Slack: {to_slack:#?}"
+    );
 }
