@@ -422,9 +422,15 @@ impl Bench {
     }
 
     /// Waits until run `run` is in its soak and the guard is `PASS` in every
-    /// region (the run's own verdict notes; `/metrics` if it writes none);
-    /// returns when the soak started (unix ms).
-    async fn wait_armed_pass(&mut self, run: i64, deadline: Duration) -> anyhow::Result<i64> {
+    /// region (the run's own verdict notes; `/metrics` if it writes none) —
+    /// or, with `every_region` false, `FAIL` in none (a partitioned region
+    /// stays `NO_EVIDENCE`); returns when the soak started (unix ms).
+    async fn wait_armed_pass(
+        &mut self,
+        run: i64,
+        every_region: bool,
+        deadline: Duration,
+    ) -> anyhow::Result<i64> {
         let start = Instant::now();
         loop {
             self.ensure_running()?;
@@ -450,9 +456,13 @@ impl Bench {
                 } else {
                     metric_verdicts(&self.world).await.unwrap_or_default()
                 };
-                let all_pass = REGIONS
-                    .iter()
-                    .all(|r| current.get(*r).map(String::as_str) == Some("PASS"));
+                let all_pass = if every_region {
+                    REGIONS
+                        .iter()
+                        .all(|r| current.get(*r).map(String::as_str) == Some("PASS"))
+                } else {
+                    current.values().any(|v| v == "PASS") && !current.values().any(|v| v == "FAIL")
+                };
                 let armed_for = now_ms() - soak_ms;
                 // At least a few ticks into the soak, so the guard is really armed.
                 let min_armed = i64::try_from(self.resolved.tick.as_millis() * 4).unwrap_or(1000);
@@ -834,7 +844,8 @@ async fn trial(
     timeout: Duration,
 ) -> anyhow::Result<Trial> {
     let run = b.start_run(force).await?;
-    b.wait_armed_pass(run, Duration::from_secs(120)).await?;
+    b.wait_armed_pass(run, true, Duration::from_secs(120))
+        .await?;
     // Inject at a random point relative to the tick and the check schedules.
     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1000))).await;
     let bind = b.world.infra.bind.addr();
@@ -954,7 +965,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
 
     let first_run = b.start_run(false).await?;
     let soak_started = b
-        .wait_armed_pass(first_run, Duration::from_secs(120))
+        .wait_armed_pass(first_run, true, Duration::from_secs(120))
         .await?;
     let produced_before = produced_on_new(&b.world);
     println!(
@@ -1028,7 +1039,7 @@ async fn soak(args: &SoakArgs) -> anyhow::Result<bool> {
                 // Past the evidence of this trip, so one noise episode counts once.
                 tokio::time::sleep(b.resolved.window + Duration::from_secs(2)).await;
                 run = b.start_run(true).await?;
-                b.wait_armed_pass(run, Duration::from_secs(120)).await?;
+                b.wait_armed_pass(run, false, Duration::from_secs(120)).await?;
             }
             if elapsed >= next_report {
                 next_report += Duration::from_secs(args.report_every);
