@@ -802,11 +802,12 @@ async fn detect(row: Row, n: u64, noise: bool, corrupt: bool, seed: u64) -> Vec<
 }
 
 /// Runs with a trip in noisy worlds, over `hours` of simulated time in
-/// 10-minute runs (each run a new world; a run ends at its trip).
-async fn false_trips(row: Row, hours: u64, seed: u64) -> u64 {
+/// 10-minute runs (each run a new world; a run ends at its trip): the seed,
+/// the time and the trip's summary of each.
+async fn false_trips(row: Row, hours: u64, seed: u64) -> Vec<String> {
     let Row(settings, interval_ms) = row;
     let run_ms = 600_000;
-    let mut trips = 0;
+    let mut trips = Vec::new();
     for i in 0..hours * 6 {
         let mut rng = fastrand::Rng::with_seed(seed + i);
         let s = noisy(&mut rng, run_ms, interval_ms);
@@ -819,7 +820,14 @@ async fn false_trips(row: Row, hours: u64, seed: u64) -> u64 {
             false,
         )
         .await;
-        trips += u64::from(run.trip.is_some());
+        if let Some((t, trip)) = run.trip {
+            trips.push(format!(
+                "seed {}, at {} s: {}",
+                seed + i,
+                secs(t),
+                trip.summary
+            ));
+        }
     }
     trips
 }
@@ -922,7 +930,7 @@ async fn figures() {
             }
         };
         println!(
-            "| {} | error_ratio {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {trips} in {hours} h |",
+            "| {} | error_ratio {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} in {hours} h |",
             secs(interval_ms) + " s",
             c.op.symbol(),
             c.threshold,
@@ -935,6 +943,7 @@ async fn figures() {
             s(quantile(&clean, 0.99)),
             s(quantile(&noisy, 0.5)),
             s(quantile(&noisy, 0.99)),
+            trips.len(),
         );
     }
 }
@@ -958,5 +967,23 @@ async fn figures_hard_fail() {
             quantile(&noisy, 0.5),
             quantile(&noisy, 0.99),
         );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "a long noisy soak of the fast settings; run in release"]
+async fn figures_fast_soak() {
+    let hours: u64 = std::env::var("CUTOVER_SIM_HOURS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let seed = 500_000_000;
+    let trips = false_trips(Row(FAST, 1000), hours, seed).await;
+    println!(
+        "fast settings, noisy world: {} false trips in {hours} simulated hours",
+        trips.len()
+    );
+    for t in trips {
+        println!("{t}");
     }
 }

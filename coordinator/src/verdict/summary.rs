@@ -57,7 +57,8 @@ fn ticks(n: u32) -> String {
     }
 }
 
-/// `asia 1.00 (3/3 probes failing, 9 samples; excluded asia-2: own network: old failed too (5/5))`.
+/// `asia 1.00 (3/3 probes failing, 9 samples; excluded asia-2: own network: old failed too (5/5))`,
+/// `eu NO_EVIDENCE: 1 of 2 probes needed (3 seen, 2 excluded); excluded eu-1: …`.
 fn region(metric: Metric, r: &RegionVerdict) -> String {
     let mut out = r.region.clone();
     if r.verdict != Verdict::Fail {
@@ -74,7 +75,14 @@ fn region(metric: Metric, r: &RegionVerdict) -> String {
                 r.samples
             ));
         }
-        None => out.push_str(&format!(" ({}", r.reason)),
+        None => {
+            // NO_EVIDENCE: the reason says why, in its own parentheses.
+            out.push_str(&format!(": {}", r.reason));
+            for e in &r.excluded {
+                out.push_str(&format!("; excluded {}: {}", e.probe, e.reason));
+            }
+            return out;
+        }
     }
     for e in &r.excluded {
         out.push_str(&format!("; excluded {}: {}", e.probe, e.reason));

@@ -340,17 +340,18 @@ fn a_trip_latches_and_says_why_in_plain_words() {
     old(&mut agg, "us-2", 5, 5);
     new(&mut agg, "us-3", 3, 1);
     let mut g = GuardEvaluator::new(errors());
-    let t = g.tick_probes(&agg, NOW, &none());
+    let t = g.tick_probes(&agg, NOW, &BTreeSet::from(["sa".to_string()]));
     let trip = t.trip.expect("3 failing regions, quorum 2, for 1");
     assert_eq!(trip.kind, TripKind::Quorum);
     assert_eq!((trip.guard.as_str(), trip.at_ms), ("install", NOW));
     assert_eq!(trip.regions, t.regions);
     assert_eq!(
         trip.summary,
-        "3 of 3 regions saw install-core failures on new (error_ratio > 0.5 over the last 10s, \
+        "3 of 4 regions saw install-core failures on new (error_ratio > 0.5 over the last 10s, \
          1 tick in a row): asia 1.00 (3/3 probes failing, 9 samples), eu 1.00 (3/3 probes \
          failing, 9 samples), us 0.67 (2/3 probes failing, 9 samples; excluded us-2: own \
-         network: old failed too (5/5))"
+         network: old failed too (5/5)); not failing: sa NO_EVIDENCE: 0 of 2 probes needed (no \
+         results in the window)"
     );
     assert!(g.tripped());
     // Latched: evaluation goes on, no second trip, even after recovery.
