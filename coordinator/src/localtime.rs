@@ -14,8 +14,10 @@ fn split_day(secs: i64) -> (i64, i64) {
     (secs.div_euclid(86_400), secs.rem_euclid(86_400))
 }
 
-/// (year, month 1-12, day 1-31) of a day number (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// (year, month 1-12, day 1-31) of a day number (days since 1970-01-01,
+/// proleptic Gregorian; Howard Hinnant's algorithm). Also dates SigV4
+/// requests in [`crate::dns::route53`].
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
