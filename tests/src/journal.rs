@@ -71,7 +71,8 @@ pub fn notes<'a>(rows: &'a [Row], event: &str) -> Vec<&'a Row> {
         .collect()
 }
 
-/// Polls the latest run every 50 ms until `pred(state, rows)` holds; returns
+/// Polls the latest run every 20 ms (fine enough for the plan engine test to
+/// kill the coordinator at a step boundary) until `pred(state, rows)` holds; returns
 /// the rows. Fails at once if the run finished (`done`, `failed`, `aborted`,
 /// `fell_back`) in a state `pred` does not accept, with the rows in the message.
 pub async fn until(
@@ -101,6 +102,6 @@ pub async fn until(
             }
             Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cutover_e2e::bind::query;
 use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks};
+use cutover_e2e::journal::{self, Row, has};
 
 /// TTL of `package.elm.test` before the plan (the plan's `normal_ttl`).
 const NORMAL_TTL: u32 = 12;
@@ -18,76 +19,6 @@ const LOWERED_TTL: u32 = 4;
 
 /// The plan's own `dns` check (the coordinator config does not have it).
 const PLAN_DNS_CHECK: &str = "plan-dns";
-
-/// One journal row, read straight from `cutover.db`.
-#[derive(Debug, Clone)]
-struct Row {
-    seq: i64,
-    step: String,
-    phase: String,
-    detail: serde_json::Value,
-}
-
-fn journal(db: &Path) -> anyhow::Result<(String, Vec<Row>)> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let (run, state): (i64, String) = conn.query_row(
-        "SELECT id, state FROM plan_runs ORDER BY id DESC LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let mut stmt = conn.prepare(
-        "SELECT seq, step_id, phase, detail FROM journal WHERE run_id = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt
-        .query_map([run], |r| {
-            Ok(Row {
-                seq: r.get(0)?,
-                step: r.get(1)?,
-                phase: r.get(2)?,
-                detail: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((state, rows))
-}
-
-fn has(rows: &[Row], step: &str, phase: &str, result: Option<&str>) -> bool {
-    rows.iter().any(|r| {
-        r.step == step
-            && r.phase == phase
-            && result.is_none_or(|want| r.detail["result"].as_str() == Some(want))
-    })
-}
-
-/// Polls the journal every 20 ms until `pred` holds.
-async fn until_journal(
-    db: &Path,
-    what: &str,
-    deadline: Duration,
-    pred: impl Fn(&str, &[Row]) -> bool,
-) -> anyhow::Result<Vec<Row>> {
-    let start = Instant::now();
-    loop {
-        if let Ok((state, rows)) = journal(db) {
-            if pred(&state, &rows) {
-                return Ok(rows);
-            }
-            if matches!(state.as_str(), "failed" | "aborted" | "fell_back") {
-                bail!("waiting for {what}: the run ended {state}: {rows:#?}");
-            }
-            if start.elapsed() > deadline {
-                bail!("timed out waiting for {what}; run is {state}: {rows:#?}");
-            }
-        } else if start.elapsed() > deadline {
-            bail!("timed out waiting for {what}: no run in the journal");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 const FORWARD: [&str; 7] = [
     "healthy",
@@ -351,7 +282,7 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
     assert!(!again.status.success());
 
     // While the TTL drains, `cutover status` shows the plan above the evidence.
-    until_journal(
+    journal::until(
         &db,
         "the TTL to be lowered",
         Duration::from_secs(60),
@@ -366,7 +297,7 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
         "{status}"
     );
 
-    let rows = until_journal(
+    let rows = journal::until(
         &db,
         "the run to finish",
         Duration::from_secs(150),
@@ -460,7 +391,7 @@ async fn an_example_shaped_plan_runs_to_completion_with_evidence() {
     cli_ok(&world, &["rollback", "--reason", "e2e"])
         .await
         .unwrap();
-    until_journal(&db, "the fallback", Duration::from_secs(60), |s, _| {
+    journal::until(&db, "the fallback", Duration::from_secs(60), |s, _| {
         s == "fell_back"
     })
     .await
@@ -500,7 +431,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     }
 
     // 1. At a step boundary: right after the TTL change is recorded.
-    until_journal(
+    journal::until(
         &db,
         "lower-ttl's outcome",
         Duration::from_secs(60),
@@ -511,7 +442,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     restart(&mut world).await;
 
     // 2. In the middle of `exec once`: it started (the side effect is visible), no outcome.
-    until_journal(
+    journal::until(
         &db,
         "stop-old to start",
         Duration::from_secs(120),
@@ -524,7 +455,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     restart(&mut world).await;
-    let rows = until_journal(
+    let rows = journal::until(
         &db,
         "the question about stop-old",
         Duration::from_secs(30),
@@ -555,7 +486,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     cli_ok(&world, &["approve", "--step", "stop-old", "--ran"])
         .await
         .unwrap();
-    until_journal(
+    journal::until(
         &db,
         "the switch to start",
         Duration::from_secs(60),
@@ -564,7 +495,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, rows) = journal(&db).unwrap();
+    let (_, _, rows) = journal::latest(&db).unwrap();
     assert!(
         !has(&rows, "switch", "outcome", None),
         "the switch must still be in flight"
@@ -574,7 +505,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     world.coordinator.start(&world.block).await.unwrap();
 
     // 4. At the boundary after the last `exec once`.
-    until_journal(
+    journal::until(
         &db,
         "final-sync's outcome",
         Duration::from_secs(150),
@@ -584,7 +515,7 @@ async fn sigkill_at_boundaries_and_mid_step_resumes_and_once_steps_run_once() {
     .unwrap();
     restart(&mut world).await;
 
-    let rows = until_journal(&db, "the run to finish", Duration::from_secs(60), |s, _| {
+    let rows = journal::until(&db, "the run to finish", Duration::from_secs(60), |s, _| {
         s == "done"
     })
     .await
@@ -628,7 +559,7 @@ prompt = "Open publishing again?"
     cli_ok(&world, &["start", plan]).await.unwrap();
 
     // Paused while the TTL drains: nothing moves, even after the TTL ran out.
-    until_journal(
+    journal::until(
         &db,
         "the TTL to be lowered",
         Duration::from_secs(60),
@@ -642,7 +573,7 @@ prompt = "Open publishing again?"
     assert!(status.contains("PAUSED"), "{status}");
     // Longer than the old TTL: unpaused, the drain would be over and the switch made.
     tokio::time::sleep(Duration::from_secs(u64::from(NORMAL_TTL) + 4)).await;
-    let (state, rows) = journal(&db).unwrap();
+    let (_, state, rows) = journal::latest(&db).unwrap();
     assert_eq!(state, "paused");
     assert!(!has(&rows, "stop-old", "intent", None), "{rows:#?}");
     assert_eq!(lines(&counter), 0);
@@ -662,7 +593,7 @@ prompt = "Open publishing again?"
 
     // Resumed: it runs on to the approval and waits there.
     cli_ok(&world, &["resume"]).await.unwrap();
-    until_journal(
+    journal::until(
         &db,
         "the approval question",
         Duration::from_secs(120),
@@ -683,7 +614,7 @@ prompt = "Open publishing again?"
     cli_ok(&world, &["approve", "--step", "go-live"])
         .await
         .unwrap();
-    until_journal(&db, "the run to finish", Duration::from_secs(30), |s, _| {
+    journal::until(&db, "the run to finish", Duration::from_secs(30), |s, _| {
         s == "done"
     })
     .await
@@ -702,7 +633,7 @@ prompt = "Open publishing again?"
         .await
         .unwrap();
     assert!(out.contains("started run 2"), "{out}");
-    until_journal(&db, "the wait to start", Duration::from_secs(10), |_, r| {
+    journal::until(&db, "the wait to start", Duration::from_secs(10), |_, r| {
         has(r, "window-opens", "intent", None)
     })
     .await
@@ -717,9 +648,9 @@ prompt = "Open publishing again?"
         .await
         .unwrap();
     assert!(out.contains("aborted"), "{out}");
-    let (_, at_abort) = journal(&db).unwrap();
+    let (_, _, at_abort) = journal::latest(&db).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (state, rows) = journal(&db).unwrap();
+    let (_, state, rows) = journal::latest(&db).unwrap();
     assert_eq!(state, "aborted");
     let intents = |rows: &[Row]| rows.iter().filter(|r| r.phase == "intent").count();
     assert_eq!(
@@ -757,7 +688,7 @@ async fn sigkill_after_every_step_boundary_still_finishes_once() {
     let mut restarts = 0;
     for step in FORWARD.iter().chain(&["final-sync"]) {
         loop {
-            let rows = until_journal(
+            let rows = journal::until(
                 &db,
                 &format!("{step}'s outcome"),
                 Duration::from_secs(120),
@@ -789,7 +720,7 @@ async fn sigkill_after_every_step_boundary_still_finishes_once() {
         world.coordinator.start(&world.block).await.unwrap();
         restarts += 1;
     }
-    let rows = until_journal(&db, "the run to finish", Duration::from_secs(60), |s, _| {
+    let rows = journal::until(&db, "the run to finish", Duration::from_secs(60), |s, _| {
         s == "done"
     })
     .await
@@ -820,14 +751,14 @@ async fn new_failing_after_the_switch_runs_the_fallback_back_to_old() {
     cli_ok(&world, &["start", plan.to_str().unwrap()])
         .await
         .unwrap();
-    until_journal(&db, "the switch", Duration::from_secs(120), |_, r| {
+    journal::until(&db, "the switch", Duration::from_secs(120), |_, r| {
         has(r, "switch", "intent", None)
     })
     .await
     .unwrap();
     // New breaks as users are sent to it.
     world.infra.new.set_down(true);
-    let rows = until_journal(&db, "the fallback", Duration::from_secs(90), |s, _| {
+    let rows = journal::until(&db, "the fallback", Duration::from_secs(90), |s, _| {
         s == "fell_back"
     })
     .await
