@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -80,19 +79,9 @@ impl Alertmanager {
             // No cluster: it would listen for peers on *:9094.
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn");
-        let mut proc = Proc::spawn("alertmanager", cmd, dir, block)?.quiet();
-        crate::poll::until("Alertmanager to be ready", Duration::from_secs(30), || {
-            let alive = proc.ensure_running();
-            async move {
-                alive?;
-                let r = crate::http::send(addr, &crate::http::Req::get("alertmanager", "/-/ready"))
-                    .await?;
-                Ok((r.status == 200).then_some(()))
-            }
-        })
-        .await
-        .with_context(|| format!("starting Alertmanager with {}", config.display()))?;
-        tracing::info!(%addr, "alertmanager ready");
+        let proc = crate::prometheus::spawn_ready("alertmanager", cmd, addr, dir, block)
+            .await
+            .with_context(|| format!("starting Alertmanager with {}", config.display()))?;
         Ok(Alertmanager { addr, proc })
     }
 

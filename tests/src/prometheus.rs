@@ -25,6 +25,31 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::AddrBlock;
 use crate::procs::Proc;
 
+/// Spawns `cmd` (a Prometheus-family server told to listen on `addr`) as
+/// `name`, logging under `dir`, and waits up to 30 s until `/-/ready` answers
+/// 200. If it exits first (a config it refuses), this fails with its log.
+pub(crate) async fn spawn_ready(
+    name: &str,
+    cmd: Command,
+    addr: SocketAddr,
+    dir: &Path,
+    block: &AddrBlock,
+) -> anyhow::Result<Proc> {
+    let mut proc = Proc::spawn(name, cmd, dir, block)?.quiet();
+    let what = format!("{name} to be ready");
+    crate::poll::until(&what, Duration::from_secs(30), || {
+        let alive = proc.ensure_running();
+        async move {
+            alive?;
+            let r = crate::http::send(addr, &crate::http::Req::get(name, "/-/ready")).await?;
+            Ok((r.status == 200).then_some(()))
+        }
+    })
+    .await?;
+    tracing::info!(%addr, "{name} ready");
+    Ok(proc)
+}
+
 /// The Prometheus binary: `$PROMETHEUS_BIN`, else `/usr/bin/prometheus`, else
 /// `prometheus` on `PATH`; `None` if there is none.
 pub fn binary() -> Option<PathBuf> {
@@ -185,18 +210,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn");
-        let mut proc = Proc::spawn("prometheus", cmd, dir, block)?.quiet();
-        crate::poll::until("Prometheus to be ready", Duration::from_secs(30), || {
-            let alive = proc.ensure_running();
-            async move {
-                alive?;
-                let r = crate::http::send(addr, &crate::http::Req::get("prometheus", "/-/ready"))
-                    .await?;
-                Ok((r.status == 200).then_some(()))
-            }
-        })
-        .await?;
-        tracing::info!(%addr, "prometheus ready");
+        let proc = spawn_ready("prometheus", cmd, addr, dir, block).await?;
         Ok(Prometheus { addr, proc })
     }
 
