@@ -5,7 +5,8 @@
 //! caching Unbound per region ([`unbound`]), stand-in Elm registries over HTTPS
 //! with fault knobs ([`registry`]) signed by a test CA ([`tls`]), the real
 //! `cutover` and `cutover-probe` binaries as child processes ([`procs`]), and the
-//! whole arrangement wired together ([`cluster`]). Guards get their evidence
+//! whole arrangement wired together ([`cluster`]), with plans written for it
+//! ([`plan`]). Guards get their evidence
 //! and deliver their alerts through an alert receiver ([`alert_receiver`]), a
 //! Statuspage stand-in ([`statuspage`]) and a real Prometheus scraping a
 //! target the test controls ([`prometheus`]). The operations kit is checked
@@ -26,6 +27,7 @@ pub mod dashboards;
 pub mod http;
 pub mod journal;
 pub mod ops;
+pub mod plan;
 pub mod poll;
 pub mod procs;
 pub mod production;

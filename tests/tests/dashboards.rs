@@ -29,6 +29,7 @@ use cutover_e2e::cluster::{Options, REGIONS, World, checks, probe_command};
 use cutover_e2e::dashboards::{self, Dashboard, LabelValues, Source, VariableKind};
 use cutover_e2e::journal;
 use cutover_e2e::ops::repo_root;
+use cutover_e2e::plan::{self, PlanEnv};
 use cutover_e2e::procs::Proc;
 use cutover_e2e::production::ServiceTarget;
 use cutover_e2e::prometheus::{self, Prometheus, free_addr};
@@ -183,15 +184,9 @@ fn shipped_alertmanager_config(dir: &Path, rx: &AlertReceiver) -> PathBuf {
 /// old and verifies old. Alerts go to the receiver's JSON webhook and to the
 /// real Alertmanager.
 fn write_plan(world: &World, alertmanager: &str, rx: &AlertReceiver) -> PathBuf {
-    let dir = world.dir().join("plan");
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("tsig.secret");
-    std::fs::write(&secret, world.infra.bind.tsig_secret()).unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let ns = world.infra.bind.addr();
-    let (old, new) = (world.block.ip(10), world.block.ip(11));
-    let base = world.infra.registry_url();
-    let pager = dir.join("pager.url");
+    let env = PlanEnv::of(world);
+    std::fs::create_dir_all(&env.dir).unwrap();
+    let pager = env.dir.join("pager.url");
     std::fs::write(&pager, rx.url(PLAN_WEBHOOK_PATH)).unwrap();
     let pager = pager.display();
     let install = checks::ELM_PACKAGE;
@@ -200,36 +195,9 @@ fn write_plan(world: &World, alertmanager: &str, rx: &AlertReceiver) -> PathBuf 
 name = "dashboards"
 tick = "250ms"
 
-[sites.old]
-addresses = ["{old}"]
-[sites.new]
-addresses = ["{new}"]
-
-[[checks]]
-id = "{install}"
-kind = "elm_package"
-targets = ["old", "new"]
-registry_url = "{base}"
-package = "elm/core"
-version = "1.0.5"
-interval = "1s"
-
-[dns]
-zone = "elm.test"
-provider = "rfc2136"
-nameservers = ["{ns}:53"]
-lowered_ttl = "4s"
-normal_ttl = "{NORMAL_TTL}s"
-
-[dns.rfc2136]
-server = "{ns}:53"
-tsig_key_name = "cutover-test"
-tsig_secret = {{ file = "tsig.secret" }}
-
-[[dns.records]]
-name = "package"
-type = "A"
-
+{sites}
+{install_check}
+{dns}
 [[notifications.webhooks]]
 name = "pager"
 kind = "json"
@@ -253,32 +221,15 @@ for = 2
 action = "fallback"
 armed_from = "switch"
 
-[[steps]]
-id = "switch"
-kind = "dns"
-set = "new"
-on_failure = "abort"
-
-[[steps]]
-id = "soak"
-kind = "soak"
-duration = "5m"
-
-[[fallback]]
-id = "back-to-old"
-kind = "dns"
-set = "old"
-
-[[fallback]]
-id = "old-works"
-kind = "verify"
-checks = ["{install}"]
-site = "old"
-"#
+{steps}
+{fallback}"#,
+        sites = env.sites_toml(),
+        install_check = env.install_check_toml(),
+        dns = env.dns_toml(Some(4), NORMAL_TTL),
+        steps = plan::switch_and_soak_toml("5m"),
+        fallback = plan::fallback_toml(true),
     );
-    let path = dir.join("dashboards.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    env.write("dashboards.toml", &text).unwrap()
 }
 
 async fn cli_ok(world: &World, args: &[&str]) -> anyhow::Result<String> {

@@ -17,6 +17,7 @@ use cutover_e2e::alert_receiver::{ALERTMANAGER_PATH, AlertReceiver};
 use cutover_e2e::bind::query;
 use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks, probe_source};
 use cutover_e2e::journal::{self, Row, has, notes};
+use cutover_e2e::plan::{self, PlanEnv};
 use cutover_e2e::prom::Sample;
 use cutover_e2e::prometheus::{MetricsTarget, Prometheus};
 use cutover_e2e::statuspage::StatusPage;
@@ -78,33 +79,6 @@ async fn world_with(per_region: u8, faults: impl FnOnce(&World)) -> World {
     world
 }
 
-/// What a test plan needs to know about its world.
-struct PlanEnv {
-    /// Folder the plan and its secrets are written to.
-    dir: PathBuf,
-    /// BIND.
-    ns: Ipv4Addr,
-    /// TSIG secret for BIND.
-    tsig: String,
-    old: Ipv4Addr,
-    new: Ipv4Addr,
-    /// The registry URL.
-    base: String,
-}
-
-impl PlanEnv {
-    fn of(world: &World) -> Self {
-        PlanEnv {
-            dir: world.dir().join("plan"),
-            ns: world.infra.bind.addr(),
-            tsig: world.infra.bind.tsig_secret().to_owned(),
-            old: world.block.ip(10),
-            new: world.block.ip(11),
-            base: world.infra.registry_url(),
-        }
-    }
-}
-
 /// Writes `NAME.toml` in the world's `plan/` folder: switch DNS to new, soak
 /// for `soak`, with `guards` (TOML) armed from the switch; the fallback points
 /// DNS back at old and verifies old. With `alerts`, alerts go to the
@@ -129,9 +103,6 @@ fn write_plan(
 fn plan_file(env: &PlanEnv, name: &str, soak: &str, guards: &str, alerts: Option<&str>) -> PathBuf {
     let dir = &env.dir;
     std::fs::create_dir_all(dir).unwrap();
-    let secret = dir.join("tsig.secret");
-    std::fs::write(&secret, &env.tsig).unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let alerts = match alerts {
         None => String::new(),
         Some(receiver) => {
@@ -161,72 +132,24 @@ alertmanager = {{ url = "{am}" }}
             )
         }
     };
-    let PlanEnv {
-        ns, old, new, base, ..
-    } = env;
     let text = format!(
         r#"[plan]
 name = "{name}"
 tick = "250ms"
 
-[sites.old]
-addresses = ["{old}"]
-[sites.new]
-addresses = ["{new}"]
-
-[[checks]]
-id = "{install}"
-kind = "elm_package"
-targets = ["old", "new"]
-registry_url = "{base}"
-package = "elm/core"
-version = "1.0.5"
-interval = "1s"
-
-[dns]
-zone = "elm.test"
-provider = "rfc2136"
-nameservers = ["{ns}:53"]
-lowered_ttl = "4s"
-normal_ttl = "{NORMAL_TTL}s"
-
-[dns.rfc2136]
-server = "{ns}:53"
-tsig_key_name = "cutover-test"
-tsig_secret = {{ file = "tsig.secret" }}
-
-[[dns.records]]
-name = "package"
-type = "A"
-{alerts}
+{sites}
+{install}
+{dns}{alerts}
 {guards}
-[[steps]]
-id = "switch"
-kind = "dns"
-set = "new"
-on_failure = "abort"
-
-[[steps]]
-id = "soak"
-kind = "soak"
-duration = "{soak}"
-
-[[fallback]]
-id = "back-to-old"
-kind = "dns"
-set = "old"
-
-[[fallback]]
-id = "old-works"
-kind = "verify"
-checks = ["{install}"]
-site = "old"
-"#,
-        install = checks::ELM_PACKAGE,
+{steps}
+{fallback}"#,
+        sites = env.sites_toml(),
+        install = env.install_check_toml(),
+        dns = env.dns_toml(Some(4), NORMAL_TTL),
+        steps = plan::switch_and_soak_toml(soak),
+        fallback = plan::fallback_toml(true),
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    env.write(&format!("{name}.toml"), &text).unwrap()
 }
 
 async fn cli_ok(world: &World, args: &[&str]) -> anyhow::Result<String> {

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use cutover_e2e::bind::query;
 use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks};
 use cutover_e2e::journal::{self, Row, has};
+use cutover_e2e::plan::{self, PlanEnv};
 
 /// TTL of `package.elm.test` before the plan (the plan's `normal_ttl`).
 const NORMAL_TTL: u32 = 12;
@@ -40,23 +41,12 @@ fn write_plan(
     exec_secs: u32,
     extra_steps: &str,
 ) -> anyhow::Result<PathBuf> {
-    let dir = world.dir().join("plan");
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("tsig.secret");
-    std::fs::write(&secret, world.infra.bind.tsig_secret())?;
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let ns = world.infra.bind.addr();
-    let (old, new) = (world.block.ip(10), world.block.ip(11));
-    let base = world.infra.registry_url();
+    let env = PlanEnv::of(world);
     let text = format!(
         r#"[plan]
 name = "e2e-package"
 
-[sites.old]
-addresses = ["{old}"]
-[sites.new]
-addresses = ["{new}"]
-
+{sites}
 # Not in the coordinator config: the engine assigns it to the probes.
 [[checks]]
 id = "{dns}"
@@ -65,31 +55,8 @@ name = "{SITE_HOST}"
 authoritative_zone = "elm.test"
 interval = "1s"
 
-[[checks]]
-id = "{install}"
-kind = "elm_package"
-targets = ["old", "new"]
-registry_url = "{base}"
-package = "elm/core"
-version = "1.0.5"
-interval = "1s"
-
-[dns]
-zone = "elm.test"
-provider = "rfc2136"
-nameservers = ["{ns}:53"]
-lowered_ttl = "{LOWERED_TTL}s"
-normal_ttl = "{NORMAL_TTL}s"
-
-[dns.rfc2136]
-server = "{ns}:53"
-tsig_key_name = "cutover-test"
-tsig_secret = {{ file = "tsig.secret" }}
-
-[[dns.records]]
-name = "package"
-type = "A"
-
+{install_check}
+{dns_setup}
 [[steps]]
 id = "healthy"
 kind = "gate"
@@ -147,26 +114,18 @@ command = ["sh", "-c", "echo ran >> {counter2}"]
 once = true
 {extra_steps}
 
-[[fallback]]
-id = "back-to-old"
-kind = "dns"
-set = "old"
-
-[[fallback]]
-id = "old-works"
-kind = "verify"
-checks = ["{install}"]
-site = "old"
-"#,
+{fallback}"#,
+        sites = env.sites_toml(),
+        install_check = env.install_check_toml(),
         dns = PLAN_DNS_CHECK,
         install = checks::ELM_PACKAGE,
         counter = counter.display(),
         counter2 = counter2.display(),
         port = world.infra.site_port,
+        dns_setup = env.dns_toml(Some(LOWERED_TTL), NORMAL_TTL),
+        fallback = plan::fallback_toml(true),
     );
-    let path = dir.join("plan.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
+    env.write("plan.toml", &text)
 }
 
 /// A connected test world and the example-shaped plan written for it.

@@ -59,6 +59,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cutover_e2e::cluster::{Options, REGIONS, SITE_HOST, World, checks};
+use cutover_e2e::plan::{self, PlanEnv};
 /// The guard every plan here arms.
 const GUARD: &str = "install-new";
 /// The check it watches (on target `new`).
@@ -527,13 +528,7 @@ fn check_toml(world: &World, w: &WorldArgs) -> String {
 }
 
 fn write_plan(world: &World, w: &WorldArgs, g: &GuardArgs, soak: &str) -> anyhow::Result<PathBuf> {
-    let dir = world.dir().join("plan");
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("tsig.secret");
-    std::fs::write(&secret, world.infra.bind.tsig_secret())?;
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let ns = world.infra.bind.addr();
-    let (old, new) = (world.block.ip(10), world.block.ip(11));
+    let env = PlanEnv::of(world);
     let (tick, guard_fields) = match g.preset {
         Preset::Fast => (
             format!("tick = \"{}\"\n", g.tick),
@@ -548,27 +543,9 @@ fn write_plan(world: &World, w: &WorldArgs, g: &GuardArgs, soak: &str) -> anyhow
         r#"[plan]
 name = "fallback-bench"
 {tick}
-[sites.old]
-addresses = ["{old}"]
-[sites.new]
-addresses = ["{new}"]
-
+{sites}
 {check}
-[dns]
-zone = "elm.test"
-provider = "rfc2136"
-nameservers = ["{ns}:53"]
-normal_ttl = "60s"
-
-[dns.rfc2136]
-server = "{ns}:53"
-tsig_key_name = "cutover-test"
-tsig_secret = {{ file = "tsig.secret" }}
-
-[[dns.records]]
-name = "package"
-type = "A"
-
+{dns}
 [[guards]]
 id = "{GUARD}"
 source = "probe"
@@ -578,28 +555,16 @@ condition = "{condition}"
 action = "fallback"
 armed_from = "soak"
 {guard_fields}
-[[steps]]
-id = "switch"
-kind = "dns"
-set = "new"
-on_failure = "abort"
-
-[[steps]]
-id = "soak"
-kind = "soak"
-duration = "{soak}"
-
-[[fallback]]
-id = "back-to-old"
-kind = "dns"
-set = "old"
-"#,
+{steps}
+{fallback}"#,
+        sites = env.sites_toml(),
         check = check_toml(world, w),
+        dns = env.dns_toml(None, 60),
         condition = g.condition,
+        steps = plan::switch_and_soak_toml(soak),
+        fallback = plan::fallback_toml(false),
     );
-    let path = dir.join("plan.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
+    env.write("plan.toml", &text)
 }
 
 /// `cutover_guard_verdict{guard="install-new"}` by region, as labels.
