@@ -349,26 +349,14 @@ mod tests {
     /// A plan whose `[alerts]` names the channels and Alertmanager given; webhook
     /// URLs are written to files next to it (as `url_file` would have them).
     fn plan(dir: &Path, hooks: &[(&str, &str, String)], am: Option<String>) -> Plan {
-        let mut text = String::from(
-            r#"[plan]
-name = "elm"
-[sites.old]
-addresses = ["127.0.0.1"]
-[sites.new]
-addresses = ["127.0.0.2"]
-[dns]
-zone = "example.org"
-provider = "manual"
-nameservers = ["127.0.0.1:53"]
-[[dns.records]]
-name = "www"
-type = "A"
-[[steps]]
+        let mut text = format!(
+            "[plan]\nname = \"elm\"\n{}",
+            crate::plan::testing::SITES_AND_DNS
+        ) + r#"[[steps]]
 id = "ok"
 kind = "approve"
 prompt = "?"
-"#,
-        );
+"#;
         let mut names = Vec::new();
         for (name, kind, url) in hooks {
             std::fs::write(dir.join(format!("{name}.url")), format!("{url}\n")).unwrap();

@@ -742,28 +742,10 @@ mod tests {
     }
 
     fn plan() -> Plan {
-        let text = r#"
-[plan]
-name = "same-code"
-[sites.old]
-addresses = ["127.0.0.1"]
-[sites.new]
-addresses = ["127.0.0.2"]
-[dns]
-zone = "example.org"
-provider = "manual"
-nameservers = ["127.0.0.1:53"]
-[[dns.records]]
-name = "www"
-type = "A"
-[[steps]]
-id = "ok"
-kind = "approve"
-prompt = "?"
-"#;
-        let report = crate::plan::parse(std::path::Path::new("p.toml"), text);
-        let diags = report.render();
-        report.plan.unwrap_or_else(|| panic!("test plan: {diags}"))
+        crate::plan::testing::plan(
+            "same-code",
+            "[[steps]]\nid = \"ok\"\nkind = \"approve\"\nprompt = \"?\"\n",
+        )
     }
 
     #[tokio::test]
@@ -797,29 +779,15 @@ prompt = "?"
     async fn a_port_in_same_code_host_is_where_both_sites_are_asked() {
         let port = site("127.0.0.1", 0, "build-7").await;
         site("127.0.0.2", port, "build-7").await;
-        let text = r#"
-[plan]
-name = "same-code-port"
-[sites.old]
-addresses = ["127.0.0.1"]
-[sites.new]
-addresses = ["127.0.0.2"]
-[dns]
-zone = "example.org"
-provider = "manual"
-nameservers = ["127.0.0.1:53"]
-[[dns.records]]
-name = "www"
-type = "A"
-[[steps]]
+        let p = crate::plan::testing::plan(
+            "same-code-port",
+            &r#"[[steps]]
 id = "same"
 kind = "gate"
 same_code = { url_path = "/v", host = "www.example.invalid:PORT", compare = "header:X-Version" }
 "#
-        .replace("PORT", &port.to_string());
-        let report = crate::plan::parse(std::path::Path::new("p.toml"), &text);
-        let diags = report.render();
-        let p = report.plan.unwrap_or_else(|| panic!("{diags}"));
+            .replace("PORT", &port.to_string()),
+        );
         let Action::Gate(g) = &p.steps[0].action else {
             panic!("not a gate")
         };

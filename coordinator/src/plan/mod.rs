@@ -951,3 +951,33 @@ pub fn human_duration(d: Duration) -> String {
     }
     out
 }
+
+/// Plan fragments for other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Two loopback sites and a `manual` DNS provider for `www.example.org`:
+    /// everything a plan needs besides `[plan]` and its steps.
+    pub(crate) const SITES_AND_DNS: &str = r#"[sites.old]
+addresses = ["127.0.0.1"]
+[sites.new]
+addresses = ["127.0.0.2"]
+[dns]
+zone = "example.org"
+provider = "manual"
+nameservers = ["127.0.0.1:53"]
+[[dns.records]]
+name = "www"
+type = "A"
+"#;
+
+    /// `[plan] name` + [`SITES_AND_DNS`] + `rest`, parsed; panics with the
+    /// diagnostics if it does not check.
+    pub(crate) fn plan(name: &str, rest: &str) -> super::Plan {
+        let text = format!("[plan]\nname = \"{name}\"\n{SITES_AND_DNS}{rest}");
+        let report = super::parse(std::path::Path::new("p.toml"), &text);
+        let diags = report.render();
+        report
+            .plan
+            .unwrap_or_else(|| panic!("test plan does not check:\n{diags}"))
+    }
+}
