@@ -79,6 +79,21 @@ fn rpc(s: tonic::Status) -> anyhow::Error {
 }
 
 /// Runs one plan subcommand against the coordinator.
+/// The journal of run `run` (latest when `None`); an error when no run exists yet.
+async fn history(client: &mut Admin, run: Option<u64>) -> Result<v1::HistoryReply> {
+    let r = client
+        .history(v1::HistoryRequest {
+            run_id: run.unwrap_or(0),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if r.runs.is_empty() {
+        bail!("no plan run yet: start one with `cutover start FILE`");
+    }
+    Ok(r)
+}
+
 pub async fn run(cmd: &RunCommand, client: &mut Admin) -> Result<()> {
     match cmd {
         RunCommand::Start { file, force } => {
@@ -121,32 +136,21 @@ pub async fn run(cmd: &RunCommand, client: &mut Admin) -> Result<()> {
             println!("approved; run {} is {}", r.run_id, r.state);
             Ok(())
         }
-        RunCommand::Pause => {
-            let r = client
-                .pause(v1::PauseRequest {})
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            println!("run {} is {}", r.run_id, r.state);
-            Ok(())
-        }
-        RunCommand::Resume => {
-            let r = client
-                .resume(v1::ResumeRequest {})
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            println!("run {} is {}", r.run_id, r.state);
-            Ok(())
-        }
-        RunCommand::Abort { reason } => {
-            let r = client
-                .abort(v1::AbortRequest {
-                    reason: reason.clone(),
-                })
-                .await
-                .map_err(rpc)?
-                .into_inner();
+        RunCommand::Pause | RunCommand::Resume | RunCommand::Abort { .. } => {
+            let r = match cmd {
+                RunCommand::Pause => client.pause(v1::PauseRequest {}).await,
+                RunCommand::Resume => client.resume(v1::ResumeRequest {}).await,
+                RunCommand::Abort { reason } => {
+                    client
+                        .abort(v1::AbortRequest {
+                            reason: reason.clone(),
+                        })
+                        .await
+                }
+                _ => unreachable!("matched above"),
+            }
+            .map_err(rpc)?
+            .into_inner();
             println!("run {} is {}", r.run_id, r.state);
             Ok(())
         }
@@ -165,30 +169,12 @@ pub async fn run(cmd: &RunCommand, client: &mut Admin) -> Result<()> {
             Ok(())
         }
         RunCommand::History { run, output } => {
-            let r = client
-                .history(v1::HistoryRequest {
-                    run_id: run.unwrap_or(0),
-                })
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            if r.runs.is_empty() {
-                bail!("no plan run yet: start one with `cutover start FILE`");
-            }
+            let r = history(client, *run).await?;
             print!("{}", render_history(&r, *output));
             Ok(())
         }
         RunCommand::Why { run } => {
-            let r = client
-                .history(v1::HistoryRequest {
-                    run_id: run.unwrap_or(0),
-                })
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            if r.runs.is_empty() {
-                bail!("no plan run yet: start one with `cutover start FILE`");
-            }
+            let r = history(client, *run).await?;
             if r.entries.is_empty() {
                 bail!(
                     "no run {} in the journal; `cutover history` lists the runs",
